@@ -1,0 +1,10 @@
+"""Activity names the workflow refers to, without importing the implementations."""
+
+RECORD_LOAN = "record_loan"
+SYNC_LOAN = "sync_loan"
+BOOK_PAYMENT = "book_payment"
+SEND_CONTACT = "send_contact"
+ASSIGN_AGENT = "assign_agent"
+RELEASE_AGENT = "release_agent"
+FILE_CASE_ACTION = "file_case_action"
+WRITE_AUDIT = "write_audit"

@@ -1,0 +1,128 @@
+"""The one state object of a loan's collection case.
+
+Everything the workflow carries across continue-as-new lives here, and every rule is a
+pure function of (case, policy, now) in domain/ledger.py and domain/planner.py.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from pydantic import BaseModel, Field
+
+from domain.enums import Product, RepaymentMethod
+from domain.policy import Policy
+
+
+class Components(BaseModel):
+    """An amount split by component, in minor units."""
+
+    penalty: int = 0
+    fee: int = 0
+    interest: int = 0
+    principal: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.penalty + self.fee + self.interest + self.principal
+
+    def __add__(self, other: Components) -> Components:
+        return Components(
+            penalty=self.penalty + other.penalty,
+            fee=self.fee + other.fee,
+            interest=self.interest + other.interest,
+            principal=self.principal + other.principal,
+        )
+
+
+class Installment(BaseModel):
+    seq: int
+    period_start: date
+    due_date: date
+    principal: int
+    interest: int
+    fee: int = 0
+    paid: Components = Components()
+    # Interest not owed after all: forgiven when the principal was repaid before the
+    # period began, or waived.
+    interest_forgiven: int = 0
+    fee_waived: int = 0
+    # Penalty accrued up to (not including) penalty_through; contingent until charged.
+    penalty_accrued: int = 0
+    penalty_through: date | None = None
+    # Once a penalty has been charged (grace passed while unpaid) it stays charged even
+    # when a later extension moves the due date.
+    penalty_charged: bool = False
+    penalty_waived: int = 0
+
+
+class CallAttempt(BaseModel):
+    at: datetime
+    line: str
+    connected: bool
+
+
+class Episode(BaseModel):
+    """A delinquency episode: from a missed due date until the loan is cured."""
+
+    number: int
+    anchor_seq: int  # the oldest unpaid installment; DPD counts from its due date
+    anchor_due: date
+    done: list[str] = Field(default_factory=list)  # ladder step ids executed
+    skipped: list[str] = Field(default_factory=list)  # missed before onboarding
+    credit_noticed_at: datetime | None = None
+    contact_attempts: dict[str, int] = Field(default_factory=dict)  # deferred call retries
+
+
+class Rejection(BaseModel):
+    at: datetime
+    message: str  # "payment_received" / "restructuring_approved"
+    ref: str | None
+    reason: str
+
+
+class Restructuring(BaseModel):
+    restructuring_id: str
+    kind: str
+    approved_by: str
+    approval_ref: str
+    at: datetime
+    detail: str
+
+
+class Case(BaseModel):
+    # The loan as disbursed.
+    loan_id: str
+    borrower_id: str
+    product: Product
+    currency: str
+    principal: int
+    annual_rate_bps: int
+    term_months: int
+    repayment_method: RepaymentMethod
+    disbursed_on: date
+    first_due_date: date
+    timezone: str
+    policy: Policy
+    onboarded_at: datetime
+
+    installments: list[Installment]
+
+    # The collection case.
+    episode: Episode | None = None
+    episodes_started: int = 0
+    done_reminders: list[str] = Field(default_factory=list)  # "<seq>:<reminder id>"
+    assigned_agent: str | None = None
+    agent_requested: bool = False  # an assignment is open (possibly queued without agent)
+    credit_reported: bool = False
+    credit_report_open: bool = False  # reported and not yet updated after cure/payoff
+    legal_referred: bool = False
+    charged_off: bool = False
+    closed: bool = False
+    contacts_sent: int = 0
+    call_log: list[CallAttempt] = Field(default_factory=list)
+
+    # Messages already applied, by id (carried across continue-as-new).
+    payments: dict[str, Components] = Field(default_factory=dict)
+    restructurings: list[Restructuring] = Field(default_factory=list)
+    rejections: list[Rejection] = Field(default_factory=list)

@@ -1,0 +1,244 @@
+"""Balances, penalty accrual, days past due and payment allocation.
+
+Rules (DESIGN.md, and the choices this module makes where DESIGN.md is silent):
+- An installment is *due* on its due date (local) and *overdue* from the next day.
+- Penalty interest accrues daily on the installment's unpaid principal from its due date
+  at annual_rate_bps x penalty_rate_multiplier_pct / 100 / penalty_day_basis, rounded
+  half-up per accrual span (a span ends whenever a payment or restructuring changes the
+  principal). It is *charged* only once the installment is still unpaid after the grace
+  days; paid within grace, it is never owed.
+- Payoff amount today = penalty charged + fees due + interest of installments due
+  + the full interest of the current period (the installment whose period has begun
+  and whose due date is still ahead) + all unpaid principal. Interest of periods that
+  have not begun is not owed when the principal is repaid early. On the disbursal day,
+  and on a due date once that installment is paid, the payoff is the principal alone.
+- Allocation: installments due (oldest first), each penalty -> fee -> interest ->
+  principal; then the current period's installment (interest -> principal); then the
+  principal of later installments in order, an installment whose principal is repaid in
+  full before its period begins having its interest forgiven.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from domain.calendar import local_date
+from domain.case import Case, Components, Installment
+from domain.enums import CollectionStage, InstallmentStatus
+from domain.money import round_half_up
+
+BPS = 10_000
+PCT = 100
+
+
+class CaseError(ValueError):
+    """A request the case refuses; `field` names the offending input."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def today_for(case: Case, now: datetime) -> date:
+    return local_date(now, case.timezone)
+
+
+# --- One installment -----------------------------------------------------------------
+
+
+def remaining_principal(inst: Installment) -> int:
+    return inst.principal - inst.paid.principal
+
+
+def remaining_interest(inst: Installment) -> int:
+    return inst.interest - inst.paid.interest - inst.interest_forgiven
+
+
+def remaining_fee(inst: Installment) -> int:
+    return inst.fee - inst.paid.fee - inst.fee_waived
+
+
+def _contract_unpaid(inst: Installment) -> bool:
+    return remaining_principal(inst) > 0 or remaining_interest(inst) > 0 or remaining_fee(inst) > 0
+
+
+def penalty_accrued(case: Case, inst: Installment, today: date) -> int:
+    """Penalty accrued on the installment through `today` (charged or not)."""
+    start = max(inst.due_date, inst.penalty_through or inst.due_date)
+    days = (today - start).days
+    unpaid = remaining_principal(inst)
+    if days <= 0 or unpaid <= 0:
+        return inst.penalty_accrued
+    policy = case.policy
+    span = round_half_up(
+        unpaid * case.annual_rate_bps * policy.penalty_rate_multiplier_pct * days,
+        BPS * PCT * policy.penalty_day_basis,
+    )
+    return inst.penalty_accrued + span
+
+
+def penalty_is_charged(case: Case, inst: Installment, today: date) -> bool:
+    if inst.penalty_charged:
+        return True
+    return _contract_unpaid(inst) and (today - inst.due_date).days > case.policy.grace_days
+
+
+def penalty_owed(case: Case, inst: Installment, today: date) -> int:
+    if not penalty_is_charged(case, inst, today):
+        return 0
+    return penalty_accrued(case, inst, today) - inst.paid.penalty - inst.penalty_waived
+
+
+def is_settled(case: Case, inst: Installment, today: date) -> bool:
+    return not _contract_unpaid(inst) and penalty_owed(case, inst, today) <= 0
+
+
+def owed_on(case: Case, inst: Installment, today: date) -> Components:
+    """What the installment asks for today if it is due (all its components)."""
+    return Components(
+        penalty=penalty_owed(case, inst, today),
+        fee=remaining_fee(inst),
+        interest=remaining_interest(inst),
+        principal=remaining_principal(inst),
+    )
+
+
+def is_current_period(inst: Installment, today: date) -> bool:
+    return inst.period_start < today < inst.due_date
+
+
+def status_of(case: Case, inst: Installment, today: date) -> InstallmentStatus:
+    if is_settled(case, inst, today):
+        return InstallmentStatus.PAID
+    if inst.due_date > today:
+        return InstallmentStatus.SCHEDULED
+    if inst.due_date == today:
+        return InstallmentStatus.DUE
+    return InstallmentStatus.OVERDUE
+
+
+# --- The whole loan ------------------------------------------------------------------
+
+
+def unsettled(case: Case, today: date) -> list[Installment]:
+    return [i for i in case.installments if not is_settled(case, i, today)]
+
+
+def oldest_overdue(case: Case, today: date) -> Installment | None:
+    late = [i for i in unsettled(case, today) if i.due_date < today]
+    return min(late, key=lambda i: (i.due_date, i.seq), default=None)
+
+
+def days_past_due(case: Case, today: date) -> int:
+    oldest = oldest_overdue(case, today)
+    return (today - oldest.due_date).days if oldest else 0
+
+
+def outstanding(case: Case, today: date) -> Components:
+    """The payoff amount today, by component (see the module docstring)."""
+    total = Components()
+    for inst in case.installments:
+        due = inst.due_date <= today
+        total = total + Components(
+            penalty=penalty_owed(case, inst, today),
+            fee=remaining_fee(inst) if due else 0,
+            interest=remaining_interest(inst) if due or is_current_period(inst, today) else 0,
+            principal=remaining_principal(inst),
+        )
+    return total
+
+
+def overdue_amount(case: Case, today: date) -> int:
+    """Everything past due today, penalty included."""
+    return sum(owed_on(case, i, today).total for i in case.installments if i.due_date < today)
+
+
+def stage(case: Case, today: date) -> CollectionStage:
+    if case.closed:
+        return CollectionStage.PAID_OFF
+    if case.charged_off:
+        return CollectionStage.CHARGED_OFF
+    return case.policy.stage_for_dpd(days_past_due(case, today))
+
+
+def all_settled(case: Case, today: date) -> bool:
+    return not unsettled(case, today)
+
+
+# --- Changing the ledger -------------------------------------------------------------
+
+
+def materialize_penalties(case: Case, today: date) -> Case:
+    """Fix the penalty accrued so far into the installments, so that a change of
+    principal from today on accrues at the new balance."""
+    installments = []
+    for inst in case.installments:
+        accrued = penalty_accrued(case, inst, today)
+        charged = penalty_is_charged(case, inst, today)
+        through: date | None = inst.penalty_through
+        if today >= inst.due_date:  # nothing accrues before the due date
+            through = max(today, through) if through else today
+        installments.append(
+            inst.model_copy(
+                update={
+                    "penalty_accrued": accrued,
+                    "penalty_through": through,
+                    "penalty_charged": charged,
+                }
+            )
+        )
+    return case.model_copy(update={"installments": installments})
+
+
+def _take(amount: int, wanted: int) -> int:
+    return max(0, min(amount, wanted))
+
+
+def apply_payment(case: Case, amount: int, paid_at: datetime) -> tuple[Case, Components]:
+    """Allocate a payment; returns the new case and where every minor unit went."""
+    if case.closed:
+        raise CaseError("loan_id", f"loan {case.loan_id} is closed (paid off)")
+    if isinstance(amount, bool) or not isinstance(amount, int) or amount <= 0:
+        raise CaseError("amount", f"must be an integer > 0 in minor units (got {amount!r})")
+    today = today_for(case, paid_at)
+    payoff = outstanding(case, today).total
+    if amount > payoff:
+        raise CaseError("amount", f"{amount} is above the payoff amount {payoff}")
+
+    case = materialize_penalties(case, today)
+    left = amount
+    allocation = Components()
+    order = sorted(case.installments, key=lambda i: (i.due_date, i.seq))
+    by_seq: dict[int, Installment] = {}
+    for inst in order:
+        paid = inst.paid
+        forgiven = inst.interest_forgiven
+        fee_waived = inst.fee_waived
+        share = Components()
+        if inst.due_date <= today:
+            penalty = _take(left, penalty_owed(case, inst, today))
+            fee = _take(left - penalty, remaining_fee(inst))
+            interest = _take(left - penalty - fee, remaining_interest(inst))
+            principal = _take(left - penalty - fee - interest, remaining_principal(inst))
+            share = Components(penalty=penalty, fee=fee, interest=interest, principal=principal)
+        elif is_current_period(inst, today):
+            interest = _take(left, remaining_interest(inst))
+            principal = _take(left - interest, remaining_principal(inst))
+            share = Components(interest=interest, principal=principal)
+        else:
+            principal = _take(left, remaining_principal(inst))
+            share = Components(principal=principal)
+            if principal and principal == remaining_principal(inst):
+                forgiven += remaining_interest(inst)
+                fee_waived += remaining_fee(inst)
+        left -= share.total
+        allocation = allocation + share
+        by_seq[inst.seq] = inst.model_copy(
+            update={"paid": paid + share, "interest_forgiven": forgiven, "fee_waived": fee_waived}
+        )
+    assert left == 0, "payment not fully allocated below the payoff amount"
+    installments = [by_seq[i.seq] for i in case.installments]
+    case = case.model_copy(update={"installments": installments})
+    if all_settled(case, today):
+        case = case.model_copy(update={"closed": True})
+    return case, allocation

@@ -1,0 +1,86 @@
+"""Money: integer minor units with a currency, and the one rounding rule.
+
+Every division of money in the product goes through `round_half_up`, so there is one
+place that decides what happens to half a fen.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+
+# ISO 4217 currencies the lender books in, with their minor-unit exponent.
+CURRENCY_EXPONENT: dict[str, int] = {
+    "CNY": 2,
+    "HKD": 2,
+    "USD": 2,
+    "EUR": 2,
+    "GBP": 2,
+    "SGD": 2,
+    "JPY": 0,
+    "KRW": 0,
+}
+CURRENCY_SYMBOL: dict[str, str] = {"CNY": "¥", "USD": "$", "EUR": "€", "GBP": "£", "JPY": "¥"}
+
+
+class MoneyError(ValueError):
+    """A bad amount or currency; the message names the field."""
+
+
+def check_currency(currency: str, field: str = "currency") -> str:
+    if currency not in CURRENCY_EXPONENT:
+        known = ", ".join(sorted(CURRENCY_EXPONENT))
+        raise MoneyError(f"{field}: unknown currency {currency!r} (known: {known})")
+    return currency
+
+
+def round_half_up(numerator: int, denominator: int) -> int:
+    """numerator / denominator rounded to the nearest integer, halves away from zero.
+
+    Exact integer arithmetic: callers express a rate calculation as one fraction
+    (e.g. principal * bps * days / (10_000 * 360)) and round once.
+    """
+    if denominator <= 0:
+        raise ValueError("denominator must be positive")
+    sign = -1 if numerator < 0 else 1
+    q, r = divmod(abs(numerator), denominator)
+    if 2 * r >= denominator:
+        q += 1
+    return sign * q
+
+
+def parse_amount(text: str, currency: str = "CNY", field: str = "amount") -> int:
+    """'1234.56' -> 123456 minor units, exactly (no floats). Refuses more decimals than
+    the currency has, signs, exponents and anything that is not a plain number."""
+    check_currency(currency)
+    cleaned = text.strip().replace(",", "").replace("_", "")
+    if not cleaned or not all(c.isdigit() or c == "." for c in cleaned) or cleaned.count(".") > 1:
+        raise MoneyError(f"{field}: {text!r} is not an amount like 1234.56")
+    try:
+        value = Decimal(cleaned)
+    except InvalidOperation as exc:  # pragma: no cover - guarded by the character check
+        raise MoneyError(f"{field}: {text!r} is not an amount like 1234.56") from exc
+    exponent = CURRENCY_EXPONENT[currency]
+    scaled = value.scaleb(exponent)
+    if scaled != scaled.to_integral_value():
+        raise MoneyError(f"{field}: {text!r} has more than {exponent} decimals for {currency}")
+    return int(scaled)
+
+
+def format_amount(minor: int, currency: str = "CNY", symbol: bool = False) -> str:
+    """123456 -> '1,234.56' (or '¥1,234.56' with symbol=True)."""
+    exponent = CURRENCY_EXPONENT[check_currency(currency)]
+    sign = "-" if minor < 0 else ""
+    units, cents = divmod(abs(minor), 10**exponent)
+    body = f"{units:,}" + (f".{cents:0{exponent}d}" if exponent else "")
+    prefix = CURRENCY_SYMBOL.get(currency, "") if symbol else ""
+    if symbol and not prefix:
+        return f"{sign}{currency} {body}"
+    return f"{sign}{prefix}{body}"
+
+
+def require_positive(amount: int, field: str = "amount") -> int:
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise MoneyError(f"{field}: must be an integer number of minor units")
+    if amount <= 0:
+        raise MoneyError(f"{field}: must be greater than zero (got {amount})")
+    return amount

@@ -1,0 +1,149 @@
+"""Repayment schedules: equal installment (等额本息) and equal principal (等额本金).
+
+Conventions (DESIGN.md): monthly rate = annual_rate_bps / 12 for every period, the first
+included; each installment's interest is rounded half-up to the minor unit; the last
+installment absorbs rounding so principal sums exactly to the loan.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+from fractions import Fraction
+
+from pydantic import BaseModel
+
+from domain.calendar import CalendarError, add_months, zone
+from domain.enums import RepaymentMethod
+from domain.money import MoneyError, check_currency, round_half_up
+
+MAX_TERM_MONTHS = 120
+BPS = 10_000
+MONTHS = 12
+
+
+class TermsError(ValueError):
+    """Invalid loan terms. `field` names the offending input."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class ScheduledInstallment(BaseModel):
+    seq: int
+    period_start: date
+    due_date: date
+    principal: int
+    interest: int
+
+    @property
+    def amount(self) -> int:
+        return self.principal + self.interest
+
+
+def monthly_interest(balance: int, annual_rate_bps: int) -> int:
+    """One month's interest on a balance: balance * bps / (12 * 10_000), half-up."""
+    return round_half_up(balance * annual_rate_bps, MONTHS * BPS)
+
+
+def level_payment(principal: int, annual_rate_bps: int, term_months: int) -> int:
+    """The equal installment P * r * (1+r)^n / ((1+r)^n - 1), computed exactly, rounded once."""
+    if annual_rate_bps == 0:
+        return round_half_up(principal, term_months)
+    rate = Fraction(annual_rate_bps, MONTHS * BPS)
+    growth = (1 + rate) ** term_months
+    exact = principal * rate * growth / (growth - 1)
+    return round_half_up(exact.numerator, exact.denominator)
+
+
+def due_dates(first_due_date: date, count: int) -> list[date]:
+    """Monthly due dates keeping the first due date's day of month where it exists."""
+    return [add_months(first_due_date, k) for k in range(count)]
+
+
+def build_schedule(
+    principal: int,
+    annual_rate_bps: int,
+    term_months: int,
+    method: RepaymentMethod,
+    start: date,
+    first_due_date: date,
+    first_seq: int = 1,
+) -> list[ScheduledInstallment]:
+    """The installments of an amortizing loan whose first period runs start..first_due_date."""
+    dates = due_dates(first_due_date, term_months)
+    payment = level_payment(principal, annual_rate_bps, term_months)
+    even_principal = round_half_up(principal, term_months)
+    balance = principal
+    rows: list[ScheduledInstallment] = []
+    period_start = start
+    for k, due in enumerate(dates):
+        interest = monthly_interest(balance, annual_rate_bps)
+        last = k == term_months - 1
+        if last:
+            part = balance
+        elif method is RepaymentMethod.EQUAL_INSTALLMENT:
+            part = min(balance, max(payment - interest, 0))
+        else:
+            part = min(balance, even_principal)
+        rows.append(
+            ScheduledInstallment(
+                seq=first_seq + k,
+                period_start=period_start,
+                due_date=due,
+                principal=part,
+                interest=interest,
+            )
+        )
+        balance -= part
+        period_start = due
+    return rows
+
+
+def default_first_due_date(disbursed_on: date) -> date:
+    return add_months(disbursed_on, 1)
+
+
+def validate_loan_terms(
+    *,
+    principal: int,
+    annual_rate_bps: int,
+    term_months: int,
+    disbursed_on: date,
+    first_due_date: date | None,
+    timezone: str,
+    currency: str,
+    max_annual_rate_bps: int,
+) -> date:
+    """Checks the terms of a loan; returns the effective first due date.
+    Raises TermsError naming the first bad field."""
+    if isinstance(principal, bool) or not isinstance(principal, int) or principal <= 0:
+        raise TermsError("principal", f"must be an integer > 0 in minor units (got {principal!r})")
+    if isinstance(term_months, bool) or not isinstance(term_months, int):
+        raise TermsError("term_months", f"must be an integer (got {term_months!r})")
+    if not 1 <= term_months <= MAX_TERM_MONTHS:
+        raise TermsError("term_months", f"must be 1 to {MAX_TERM_MONTHS} (got {term_months})")
+    if isinstance(annual_rate_bps, bool) or not isinstance(annual_rate_bps, int):
+        raise TermsError("annual_rate_bps", f"must be an integer (got {annual_rate_bps!r})")
+    if not 0 <= annual_rate_bps <= max_annual_rate_bps:
+        raise TermsError(
+            "annual_rate_bps",
+            f"must be 0 to {max_annual_rate_bps} bps under the policy (got {annual_rate_bps})",
+        )
+    try:
+        check_currency(currency)
+    except MoneyError as exc:
+        raise TermsError("currency", str(exc).split(": ", 1)[1]) from exc
+    try:
+        zone(timezone)
+    except CalendarError as exc:
+        raise TermsError("timezone", str(exc).split(": ", 1)[1]) from exc
+    effective = first_due_date or default_first_due_date(disbursed_on)
+    if effective <= disbursed_on:
+        raise TermsError(
+            "first_due_date",
+            f"must be after disbursed_on {disbursed_on.isoformat()} (got {effective.isoformat()})",
+        )
+    if effective > add_months(disbursed_on, 12):
+        raise TermsError("first_due_date", "must be within a year of disbursed_on")
+    return effective

@@ -1,0 +1,329 @@
+"""Narrow data access over the lender's records.
+
+Every function takes an open `Session` and only flushes: the caller owns the
+transaction (`models.db.session_scope`). Bad input raises `ValueError` naming the field.
+
+Agents and the unassigned queue:
+- An assignment row is *open* while `released_at` IS NULL; a loan has at most one open
+  row. An open row with `agent_id` NULL is waiting in the unassigned queue.
+- An agent's load is its number of open assignments. An agent is eligible when active
+  and below `max_cases` (when set). The least-loaded eligible agent wins, ties by
+  `agent_id`.
+- Whenever capacity appears (an agent added or reactivated, a case released), queued
+  rows are handed out oldest first, each to the then least-loaded eligible agent.
+- Deactivating an agent releases its open cases (reason `agent_deactivated`) and
+  re-assigns each to another eligible agent or back to the queue.
+
+On PostgreSQL, every operation that changes assignments first locks the agent rows
+(`lock_agents`), which serialises them; on SQLite use `session_scope(immediate=True)`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlmodel import Session, col, func, select
+
+from models.tables import (
+    Agent,
+    Assignment,
+    Borrower,
+    BorrowerCreate,
+    ContactAttempt,
+    Installment,
+    Loan,
+    Payment,
+    utcnow,
+)
+
+
+def _require(value: str | None, field: str) -> str:
+    if value is None or not str(value).strip():
+        raise ValueError(f"{field} must not be empty")
+    return value
+
+
+# --- borrowers -----------------------------------------------------------------------
+
+
+def upsert_borrower(session: Session, data: BorrowerCreate) -> Borrower:
+    """Create or update a borrower's personal data (contact details are read by the
+    contact activity at send time, so an update takes effect from the next contact)."""
+    data = BorrowerCreate.model_validate(data.model_dump())  # re-validate (also models
+    # built with model_construct)
+    _require(data.borrower_id, "borrower_id")
+    _require(data.name, "name")
+    row = session.get(Borrower, data.borrower_id)
+    values = data.model_dump(exclude={"borrower_id"})
+    if row is None:
+        row = Borrower(borrower_id=data.borrower_id, **values)
+    else:
+        for k, v in values.items():
+            setattr(row, k, v)
+        row.updated_at = utcnow()
+    session.add(row)
+    session.flush()
+    return row
+
+
+def get_borrower(session: Session, borrower_id: str) -> Borrower | None:
+    _require(borrower_id, "borrower_id")
+    return session.get(Borrower, borrower_id)
+
+
+# --- agents --------------------------------------------------------------------------
+
+
+def lock_agents(session: Session) -> None:
+    """PostgreSQL: lock every agent row (in agent_id order) until the transaction ends,
+    serialising assignment changes. No-op on SQLite (use BEGIN IMMEDIATE there)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.exec(select(Agent.agent_id).order_by(col(Agent.agent_id)).with_for_update())
+
+
+def add_agent(
+    session: Session, agent_id: str, name: str, max_cases: int | None = None
+) -> Agent:
+    """Add an agent (or update and reactivate an existing one), then hand queued cases to
+    the active agents, least loaded first, oldest case first."""
+    _require(agent_id, "agent_id")
+    _require(name, "name")
+    if max_cases is not None and max_cases < 1:
+        raise ValueError("max_cases must be at least 1 when given")
+    lock_agents(session)
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        agent = Agent(agent_id=agent_id, name=name, max_cases=max_cases, active=True)
+    else:
+        agent.name = name
+        agent.max_cases = max_cases
+        agent.active = True
+    session.add(agent)
+    session.flush()
+    assign_queued(session)
+    return agent
+
+
+def get_agent(session: Session, agent_id: str) -> Agent | None:
+    _require(agent_id, "agent_id")
+    return session.get(Agent, agent_id)
+
+
+def list_agents(session: Session, *, active_only: bool = False) -> list[Agent]:
+    stmt = select(Agent).order_by(col(Agent.agent_id))
+    if active_only:
+        stmt = stmt.where(col(Agent.active).is_(True))
+    return list(session.exec(stmt).all())
+
+
+def deactivate_agent(session: Session, agent_id: str, *, at: datetime | None = None) -> Agent:
+    """Deactivate an agent; its open cases go to other eligible agents or the queue."""
+    _require(agent_id, "agent_id")
+    lock_agents(session)
+    agent = session.get(Agent, agent_id)
+    if agent is None:
+        raise ValueError(f"agent_id: unknown agent {agent_id!r}")
+    now = at or utcnow()
+    agent.active = False
+    session.add(agent)
+    session.flush()
+    open_rows = session.exec(
+        select(Assignment)
+        .where(col(Assignment.agent_id) == agent_id, col(Assignment.released_at).is_(None))
+        .order_by(col(Assignment.requested_at), col(Assignment.id))
+    ).all()
+    for old in open_rows:
+        old.released_at = now
+        old.release_reason = "agent_deactivated"
+        session.add(old)
+        session.flush()
+        successor = least_loaded_active_agent(session)
+        session.add(
+            Assignment(
+                idempotency_key=f"reassign:{old.id}",
+                loan_id=old.loan_id,
+                borrower_id=old.borrower_id,
+                agent_id=successor.agent_id if successor else None,
+                requested_at=old.requested_at,
+                assigned_at=now if successor else None,
+                days_past_due=old.days_past_due,
+                overdue=old.overdue,
+            )
+        )
+        session.flush()
+    return agent
+
+
+def agent_loads(session: Session) -> dict[str, int]:
+    """Open assignments per agent (every agent listed, 0 when none)."""
+    counts = dict(
+        session.exec(
+            select(Assignment.agent_id, func.count())
+            .where(col(Assignment.agent_id).is_not(None), col(Assignment.released_at).is_(None))
+            .group_by(col(Assignment.agent_id))
+        ).all()
+    )
+    return {
+        a: int(counts.get(a, 0))
+        for a in session.exec(select(Agent.agent_id).order_by(col(Agent.agent_id))).all()
+    }
+
+
+def least_loaded_active_agent(session: Session) -> Agent | None:
+    """The active agent with the fewest open assignments (ties: smallest agent_id),
+    skipping agents at their `max_cases`; None when nobody is eligible."""
+    load = (
+        select(func.count(col(Assignment.id)))
+        .where(
+            col(Assignment.agent_id) == col(Agent.agent_id),
+            col(Assignment.released_at).is_(None),
+        )
+        .correlate(Agent)
+        .scalar_subquery()
+    )
+    stmt = (
+        select(Agent)
+        .where(col(Agent.active).is_(True))
+        .where(sa.or_(col(Agent.max_cases).is_(None), load < col(Agent.max_cases)))
+        .order_by(load, col(Agent.agent_id))
+        .limit(1)
+    )
+    return session.exec(stmt).first()
+
+
+# --- assignments ---------------------------------------------------------------------
+
+
+def open_assignment(session: Session, loan_id: str) -> Assignment | None:
+    """The loan's open assignment (with an agent or queued), if any."""
+    _require(loan_id, "loan_id")
+    return session.exec(
+        select(Assignment).where(
+            col(Assignment.loan_id) == loan_id, col(Assignment.released_at).is_(None)
+        )
+    ).first()
+
+
+def assignment_by_key(session: Session, key: str) -> Assignment | None:
+    _require(key, "key")
+    return session.exec(select(Assignment).where(col(Assignment.idempotency_key) == key)).first()
+
+
+def queued_assignments(session: Session) -> list[Assignment]:
+    """Cases waiting in the unassigned queue, oldest first."""
+    stmt = (
+        select(Assignment)
+        .where(col(Assignment.agent_id).is_(None), col(Assignment.released_at).is_(None))
+        .order_by(col(Assignment.requested_at), col(Assignment.id))
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        stmt = stmt.with_for_update()
+    return list(session.exec(stmt).all())
+
+
+def assign_queued(session: Session, *, at: datetime | None = None) -> list[Assignment]:
+    """Hand queued cases to eligible agents (least loaded first), oldest case first,
+    until the queue or the capacity runs out. Returns the rows assigned."""
+    now = at or utcnow()
+    done: list[Assignment] = []
+    for row in queued_assignments(session):
+        agent = least_loaded_active_agent(session)
+        if agent is None:
+            break
+        row.agent_id = agent.agent_id
+        row.assigned_at = now
+        session.add(row)
+        session.flush()
+        done.append(row)
+    return done
+
+
+def assignments_for_loan(session: Session, loan_id: str) -> list[Assignment]:
+    _require(loan_id, "loan_id")
+    return list(
+        session.exec(
+            select(Assignment)
+            .where(col(Assignment.loan_id) == loan_id)
+            .order_by(col(Assignment.id))
+        ).all()
+    )
+
+
+# --- loans, payments, contacts -------------------------------------------------------
+
+
+def get_loan(session: Session, loan_id: str) -> Loan | None:
+    _require(loan_id, "loan_id")
+    return session.get(Loan, loan_id)
+
+
+def installments_for_loan(session: Session, loan_id: str) -> list[Installment]:
+    _require(loan_id, "loan_id")
+    return list(
+        session.exec(
+            select(Installment)
+            .where(col(Installment.loan_id) == loan_id)
+            .order_by(col(Installment.seq))
+        ).all()
+    )
+
+
+def payments_for_loan(session: Session, loan_id: str) -> list[Payment]:
+    _require(loan_id, "loan_id")
+    return list(
+        session.exec(
+            select(Payment).where(col(Payment.loan_id) == loan_id).order_by(col(Payment.id))
+        ).all()
+    )
+
+
+def contact_by_key(session: Session, key: str) -> ContactAttempt | None:
+    _require(key, "key")
+    return session.exec(
+        select(ContactAttempt).where(col(ContactAttempt.idempotency_key) == key)
+    ).first()
+
+
+def contacts_for_loan(session: Session, loan_id: str) -> list[ContactAttempt]:
+    _require(loan_id, "loan_id")
+    return list(
+        session.exec(
+            select(ContactAttempt)
+            .where(col(ContactAttempt.loan_id) == loan_id)
+            .order_by(col(ContactAttempt.id))
+        ).all()
+    )
+
+
+def count_rows(session: Session, table: type, **where: object) -> int:
+    """Count rows of a table model matching equality filters (for reports and tests)."""
+    stmt = select(func.count()).select_from(table)
+    for name, value in where.items():
+        stmt = stmt.where(getattr(table, name) == value)
+    return int(session.exec(stmt).one())
+
+
+__all__: Sequence[str] = (
+    "add_agent",
+    "agent_loads",
+    "assign_queued",
+    "assignment_by_key",
+    "assignments_for_loan",
+    "contact_by_key",
+    "contacts_for_loan",
+    "count_rows",
+    "deactivate_agent",
+    "get_agent",
+    "get_borrower",
+    "get_loan",
+    "installments_for_loan",
+    "least_loaded_active_agent",
+    "list_agents",
+    "lock_agents",
+    "open_assignment",
+    "payments_for_loan",
+    "queued_assignments",
+    "upsert_borrower",
+)
