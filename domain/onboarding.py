@@ -1,0 +1,67 @@
+"""From a validated start input to a new case."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from domain.case import Case, Installment
+from domain.enums import Product, RepaymentMethod
+from domain.policy import Policy
+from domain.schedule import build_schedule, validate_loan_terms
+
+
+def open_case(
+    *,
+    loan_id: str,
+    borrower_id: str,
+    product: Product,
+    currency: str,
+    principal: int,
+    annual_rate_bps: int,
+    term_months: int,
+    repayment_method: RepaymentMethod,
+    disbursed_on: date,
+    first_due_date: date | None,
+    timezone: str,
+    policy: Policy,
+    now: datetime,
+) -> Case:
+    """A new case with its schedule. Raises TermsError naming the first bad field."""
+    first_due = validate_loan_terms(
+        principal=principal,
+        annual_rate_bps=annual_rate_bps,
+        term_months=term_months,
+        disbursed_on=disbursed_on,
+        first_due_date=first_due_date,
+        timezone=timezone,
+        currency=currency,
+        max_annual_rate_bps=policy.max_annual_rate_bps,
+    )
+    rows = build_schedule(
+        principal, annual_rate_bps, term_months, repayment_method, disbursed_on, first_due
+    )
+    return Case(
+        loan_id=loan_id,
+        borrower_id=borrower_id,
+        product=product,
+        currency=currency,
+        principal=principal,
+        annual_rate_bps=annual_rate_bps,
+        term_months=term_months,
+        repayment_method=repayment_method,
+        disbursed_on=disbursed_on,
+        first_due_date=first_due,
+        timezone=timezone,
+        policy=policy,
+        onboarded_at=now,
+        installments=[
+            Installment(
+                seq=r.seq,
+                period_start=r.period_start,
+                due_date=r.due_date,
+                principal=r.principal,
+                interest=r.interest,
+            )
+            for r in rows
+        ],
+    )
