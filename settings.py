@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
 
 WORKFLOW_TYPE = "LoanCollection"
 
@@ -25,3 +27,13 @@ class Settings(BaseSettings):
 
 def get_settings() -> Settings:
     return Settings()
+
+
+async def connect(settings: Settings | None = None) -> Client:
+    """A client for the configured namespace: a temporal.toml profile (TLS, API key,
+    Temporal Cloud) if one is set up, then TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE."""
+    settings = settings or get_settings()
+    config = ClientConfig.load_client_connect_config()
+    config["target_host"] = settings.temporal_address
+    config["namespace"] = settings.temporal_namespace
+    return await Client.connect(**config, data_converter=pydantic_data_converter)

@@ -15,7 +15,8 @@ Rules (DESIGN.md, and the choices this module makes where DESIGN.md is silent):
 - Allocation: installments due (oldest first), each penalty -> fee -> interest ->
   principal; then the current period's installment (interest -> principal); then the
   principal of later installments in order, an installment whose principal is repaid in
-  full before its period begins having its interest forgiven.
+  full before its period begins having its interest forgiven. A penalty charged before an
+  extension moved an installment's due date ahead is taken first from that installment.
 """
 
 from __future__ import annotations
@@ -214,20 +215,21 @@ def apply_payment(case: Case, amount: int, paid_at: datetime) -> tuple[Case, Com
         paid = inst.paid
         forgiven = inst.interest_forgiven
         fee_waived = inst.fee_waived
-        share = Components()
+        # Penalty first whatever the installment's due date: a penalty charged before an
+        # extension moved the due date ahead is still owed (and counted in the payoff).
+        penalty = _take(left, penalty_owed(case, inst, today))
         if inst.due_date <= today:
-            penalty = _take(left, penalty_owed(case, inst, today))
             fee = _take(left - penalty, remaining_fee(inst))
             interest = _take(left - penalty - fee, remaining_interest(inst))
             principal = _take(left - penalty - fee - interest, remaining_principal(inst))
             share = Components(penalty=penalty, fee=fee, interest=interest, principal=principal)
         elif is_current_period(inst, today):
-            interest = _take(left, remaining_interest(inst))
-            principal = _take(left - interest, remaining_principal(inst))
-            share = Components(interest=interest, principal=principal)
+            interest = _take(left - penalty, remaining_interest(inst))
+            principal = _take(left - penalty - interest, remaining_principal(inst))
+            share = Components(penalty=penalty, interest=interest, principal=principal)
         else:
-            principal = _take(left, remaining_principal(inst))
-            share = Components(principal=principal)
+            principal = _take(left - penalty, remaining_principal(inst))
+            share = Components(penalty=penalty, principal=principal)
             if principal and principal == remaining_principal(inst):
                 forgiven += remaining_interest(inst)
                 fee_waived += remaining_fee(inst)

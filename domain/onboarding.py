@@ -37,8 +37,16 @@ def open_case(
         currency=currency,
         max_annual_rate_bps=policy.max_annual_rate_bps,
     )
+    # A defaulted first due date (one month after disbursal) keeps the disbursal day of
+    # month for the later due dates: disbursed Jan 31 -> Feb 29 -> Mar 31.
     rows = build_schedule(
-        principal, annual_rate_bps, term_months, repayment_method, disbursed_on, first_due
+        principal,
+        annual_rate_bps,
+        term_months,
+        repayment_method,
+        disbursed_on,
+        first_due,
+        day_of_month=disbursed_on.day if first_due_date is None else None,
     )
     return Case(
         loan_id=loan_id,

@@ -188,8 +188,11 @@ def _reminders(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]
                 continue
             day = inst.due_date + timedelta(days=reminder.day)
             nominal = at_local(day, reminder.at, case.timezone)
-            at = in_window(policy, case.timezone, nominal)
-            if nominal < case.onboarded_at or local_date(at, case.timezone) < today:
+            send_day = local_date(in_window(policy, case.timezone, nominal), case.timezone)
+            # Never before now: a late wake-up must not send at a past (in-window) instant,
+            # which would really go out now, possibly after the window closed.
+            at = in_window(policy, case.timezone, max(nominal, now))
+            if nominal < case.onboarded_at or local_date(at, case.timezone) > send_day:
                 continue  # missed before onboarding, or its day has passed: never replayed
             actions.append(
                 PlannedAction(
@@ -243,7 +246,16 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
         and s.id not in episode.skipped
         and (_nominal(case, episode, s) >= case.onboarded_at or s.id in late_owed)
     ]
-    due_contacts = [s for s in pending if s.is_contact and _nominal(case, episode, s) <= now]
+    # Stale is judged against the done steps too: once the latest due contact went out, the
+    # older ones it overtook stay dropped (not replayed one by one, newest first).
+    pending_ids = {s.id for s in pending}
+    due_contacts = [
+        s
+        for s in policy.ladder
+        if s.is_contact
+        and (s.id in pending_ids or s.id in episode.done)
+        and _nominal(case, episode, s) <= now
+    ]
     stale = {s.id for s in due_contacts[:-1] if s.kind is not ActionKind.CREDIT_NOTICE}
     actions = []
     for step in pending:

@@ -187,6 +187,8 @@ def parse_policy(data: dict[str, Any], product: str | None = None, source: str =
     if not isinstance(products, dict):
         raise PolicyError(f"{source}: products: must be a table of per-product overrides")
     if product is not None and product in products:
+        if not isinstance(products[product], dict):
+            raise PolicyError(f"{source}: products.{product}: must be a table of overrides")
         data = _merge(data, products[product])
     try:
         return Policy.model_validate(data)

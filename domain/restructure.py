@@ -114,6 +114,7 @@ def reinstall(case: Case, new_term_months: int | None, now: datetime) -> Case:
         start=today,
         first_due_date=add_months(today, 1),
         first_seq=next_seq,
+        day_of_month=today.day,  # restructured on the 31st: due on the 31st or month end
     )
     fresh = [
         Installment(

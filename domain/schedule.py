@@ -56,9 +56,10 @@ def level_payment(principal: int, annual_rate_bps: int, term_months: int) -> int
     return round_half_up(exact.numerator, exact.denominator)
 
 
-def due_dates(first_due_date: date, count: int) -> list[date]:
-    """Monthly due dates keeping the first due date's day of month where it exists."""
-    return [add_months(first_due_date, k) for k in range(count)]
+def due_dates(first_due_date: date, count: int, day_of_month: int | None = None) -> list[date]:
+    """Monthly due dates keeping the first due date's day of month (or `day_of_month`, when
+    the first due date was itself derived from another date) where it exists."""
+    return [first_due_date] + [add_months(first_due_date, k, day_of_month) for k in range(1, count)]
 
 
 def build_schedule(
@@ -69,9 +70,11 @@ def build_schedule(
     start: date,
     first_due_date: date,
     first_seq: int = 1,
+    day_of_month: int | None = None,
 ) -> list[ScheduledInstallment]:
-    """The installments of an amortizing loan whose first period runs start..first_due_date."""
-    dates = due_dates(first_due_date, term_months)
+    """The installments of an amortizing loan whose first period runs start..first_due_date.
+    `day_of_month`: the day later due dates keep (default the first due date's day)."""
+    dates = due_dates(first_due_date, term_months, day_of_month)
     payment = level_payment(principal, annual_rate_bps, term_months)
     even_principal = round_half_up(principal, term_months)
     balance = principal
@@ -101,6 +104,8 @@ def build_schedule(
 
 
 def default_first_due_date(disbursed_on: date) -> date:
+    """One month after disbursal. The schedule then keeps the disbursal day of month:
+    disbursed Jan 31 -> Feb 29 -> Mar 31, not Mar 29."""
     return add_months(disbursed_on, 1)
 
 

@@ -83,9 +83,7 @@ def lock_agents(session: Session) -> None:
         session.exec(select(Agent.agent_id).order_by(col(Agent.agent_id)).with_for_update())
 
 
-def add_agent(
-    session: Session, agent_id: str, name: str, max_cases: int | None = None
-) -> Agent:
+def add_agent(session: Session, agent_id: str, name: str, max_cases: int | None = None) -> Agent:
     """Add an agent (or update and reactivate an existing one), then hand queued cases to
     the active agents, least loaded first, oldest case first."""
     _require(agent_id, "agent_id")
@@ -200,9 +198,7 @@ def open_assignment(session: Session, loan_id: str) -> Assignment | None:
     """The loan's open assignment (with an agent or queued), if any."""
     _require(loan_id, "loan_id")
     return session.exec(
-        select(Assignment).where(
-            col(Assignment.loan_id) == loan_id, col(Assignment.released_at).is_(None)
-        )
+        select(Assignment).where(col(Assignment.loan_id) == loan_id, col(Assignment.released_at).is_(None))
     ).first()
 
 
@@ -244,9 +240,7 @@ def assignments_for_loan(session: Session, loan_id: str) -> list[Assignment]:
     _require(loan_id, "loan_id")
     return list(
         session.exec(
-            select(Assignment)
-            .where(col(Assignment.loan_id) == loan_id)
-            .order_by(col(Assignment.id))
+            select(Assignment).where(col(Assignment.loan_id) == loan_id).order_by(col(Assignment.id))
         ).all()
     )
 
@@ -263,9 +257,7 @@ def installments_for_loan(session: Session, loan_id: str) -> list[Installment]:
     _require(loan_id, "loan_id")
     return list(
         session.exec(
-            select(Installment)
-            .where(col(Installment.loan_id) == loan_id)
-            .order_by(col(Installment.seq))
+            select(Installment).where(col(Installment.loan_id) == loan_id).order_by(col(Installment.seq))
         ).all()
     )
 
@@ -273,17 +265,13 @@ def installments_for_loan(session: Session, loan_id: str) -> list[Installment]:
 def payments_for_loan(session: Session, loan_id: str) -> list[Payment]:
     _require(loan_id, "loan_id")
     return list(
-        session.exec(
-            select(Payment).where(col(Payment.loan_id) == loan_id).order_by(col(Payment.id))
-        ).all()
+        session.exec(select(Payment).where(col(Payment.loan_id) == loan_id).order_by(col(Payment.id))).all()
     )
 
 
 def contact_by_key(session: Session, key: str) -> ContactAttempt | None:
     _require(key, "key")
-    return session.exec(
-        select(ContactAttempt).where(col(ContactAttempt.idempotency_key) == key)
-    ).first()
+    return session.exec(select(ContactAttempt).where(col(ContactAttempt.idempotency_key) == key)).first()
 
 
 def contacts_for_loan(session: Session, loan_id: str) -> list[ContactAttempt]:

@@ -264,9 +264,7 @@ class Assignment(SQLModel, table=True):
     idempotency_key: str = Field(unique=True, max_length=KEY_LEN)
     loan_id: str = Field(index=True, max_length=ID_LEN)
     borrower_id: str | None = Field(default=None, max_length=ID_LEN)
-    agent_id: str | None = Field(
-        default=None, foreign_key="agent.agent_id", index=True, max_length=ID_LEN
-    )
+    agent_id: str | None = Field(default=None, foreign_key="agent.agent_id", index=True, max_length=ID_LEN)
     requested_at: datetime = _ts()
     assigned_at: datetime | None = _ts(default=None)
     days_past_due: int = 0

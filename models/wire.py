@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from domain.case import Case
 from domain.enums import (
     ActionKind,
     Channel,
@@ -53,6 +54,8 @@ class PaymentIn(Wire):
     amount: int
     paid_at: datetime | None = None
     channel: str | None = None
+    # Optional check from the payment gateway: when given it must be the loan's currency.
+    currency: str | None = None
 
 
 class RestructuringIn(Wire):
@@ -254,3 +257,13 @@ class AuditEvent(Wire):
     event: str
     detail: str
     source: str  # which message or rule: "rule:dpd_31", "update:record_payment", ...
+
+
+class CarriedCase(Wire):
+    """The `LoanCollection` input after continue-as-new: the start input and the whole
+    case (processed message ids included). The run method takes `LoanStart | CarriedCase`
+    as one argument because the SDK decodes typed arguments only when their count
+    matches the declared parameters."""
+
+    start: LoanStart
+    case: Case

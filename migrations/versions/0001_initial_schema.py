@@ -15,7 +15,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "0001"
 down_revision: str | None = None
 branch_labels: str | Sequence[str] | None = None
@@ -102,12 +101,8 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_contact_attempt")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_contact_attempt_idempotency_key")),
     )
-    op.create_index(
-        op.f("ix_contact_attempt_borrower_id"), "contact_attempt", ["borrower_id"], unique=False
-    )
-    op.create_index(
-        op.f("ix_contact_attempt_loan_id"), "contact_attempt", ["loan_id"], unique=False
-    )
+    op.create_index(op.f("ix_contact_attempt_borrower_id"), "contact_attempt", ["borrower_id"], unique=False)
+    op.create_index(op.f("ix_contact_attempt_loan_id"), "contact_attempt", ["loan_id"], unique=False)
 
     op.create_table(
         "credit_bureau_record",
@@ -123,9 +118,7 @@ def upgrade() -> None:
         sa.Column("currency", sa.String(length=3), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_credit_bureau_record")),
-        sa.UniqueConstraint(
-            "idempotency_key", name=op.f("uq_credit_bureau_record_idempotency_key")
-        ),
+        sa.UniqueConstraint("idempotency_key", name=op.f("uq_credit_bureau_record_idempotency_key")),
     )
     op.create_index(
         op.f("ix_credit_bureau_record_loan_id"), "credit_bureau_record", ["loan_id"], unique=False
@@ -147,9 +140,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_field_visit_task")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_field_visit_task_idempotency_key")),
     )
-    op.create_index(
-        op.f("ix_field_visit_task_loan_id"), "field_visit_task", ["loan_id"], unique=False
-    )
+    op.create_index(op.f("ix_field_visit_task_loan_id"), "field_visit_task", ["loan_id"], unique=False)
 
     op.create_table(
         "legal_referral",
@@ -239,9 +230,7 @@ def upgrade() -> None:
         sa.Column("released_at", sa.DateTime(timezone=True), nullable=True),
         sa.Column("release_reason", sa.String(length=255), nullable=True),
         sa.Column("release_key", sa.String(length=255), nullable=True),
-        sa.ForeignKeyConstraint(
-            ["agent_id"], ["agent.agent_id"], name=op.f("fk_assignment_agent_id_agent")
-        ),
+        sa.ForeignKeyConstraint(["agent_id"], ["agent.agent_id"], name=op.f("fk_assignment_agent_id_agent")),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_assignment")),
         sa.UniqueConstraint("idempotency_key", name=op.f("uq_assignment_idempotency_key")),
     )

@@ -1,0 +1,71 @@
+"""Small helpers shared by the activity modules."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError, IntegrityError
+from sqlmodel import Session
+from temporalio.exceptions import ApplicationError
+
+from models.db import session_scope
+
+T = TypeVar("T")
+
+INVALID_INPUT = "InvalidInput"
+
+
+def non_retryable(message: str, error_type: str = INVALID_INPUT) -> ApplicationError:
+    """An error that will never succeed on retry."""
+    return ApplicationError(message, type=error_type, non_retryable=True)
+
+
+def require(value: str | None, field: str, max_len: int | None = None) -> str:
+    """Non-empty (and at most `max_len` characters), else a non-retryable error naming
+    the field."""
+    if value is None or not value.strip():
+        raise non_retryable(f"{field} must not be empty")
+    if max_len is not None and len(value) > max_len:
+        raise non_retryable(f"{field} must be at most {max_len} characters")
+    return value
+
+
+def clip(value: str | None, max_len: int) -> str | None:
+    return value if value is None or len(value) <= max_len else value[: max_len - 1] + "…"
+
+
+def as_utc(value: datetime) -> datetime:
+    """Aware UTC (a naive value is taken to be UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@contextmanager
+def unit_of_work(engine: Engine) -> Iterator[Session]:
+    """A write transaction (SQLite: BEGIN IMMEDIATE). A value the database refuses
+    (DataError: too long, out of range) will never fit: non-retryable."""
+    try:
+        with session_scope(engine, immediate=True) as session:
+            yield session
+    except DataError as e:
+        raise non_retryable(f"invalid data: {e.orig}", "InvalidData") from e
+
+
+def insert_once(engine: Engine, work: Callable[[Session], T], attempts: int = 3) -> T:
+    """Run `work` in a write transaction; when it loses a race on a unique key
+    (IntegrityError), run it again so it finds the winner's row."""
+    for attempt in range(attempts):
+        try:
+            with unit_of_work(engine) as session:
+                return work(session)
+        except IntegrityError:
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover

@@ -1,0 +1,171 @@
+"""send_contact: render a template for the borrower and hand it to a deliverer.
+
+One outbox row (`contact_attempt`) per idempotency key:
+1. In a write transaction: a row with a final status (delivered / suppressed / failed)
+   is answered from the row, nothing is sent again. Otherwise the borrower's contact
+   details are read NOW (so a changed phone number is used from the next contact on),
+   the template is rendered and the row is stored `queued` (or `suppressed` when there
+   is no borrower or no detail for the channel).
+2. Outside any transaction: the deliverer is called.
+3. In a write transaction: the row becomes `delivered` (or `failed`) with `sent_at`.
+If the worker dies between 2 and 3 the row stays `queued` and the retry delivers again
+(at-least-once towards the provider; exactly-once per key in our records).
+
+`line` is a reference to the detail used ('mobile', 'alt', 'email', 'postal', 'app'),
+never the address itself; the address is never logged unmasked.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from activities._support import (
+    as_utc,
+    clip,
+    insert_once,
+    non_retryable,
+    require,
+    unit_of_work,
+    utcnow,
+)
+from activities.delivery import Deliverer, DeliveryReceipt
+from activities.templates import TEMPLATE_NAMES, TemplateError, render
+from domain.enums import Channel
+from models import repo
+from models.tables import FINAL_CONTACT_STATUSES, KEY_LEN, Borrower, ContactAttempt
+from models.wire import ContactOutcome, ContactRequest
+
+log = logging.getLogger(__name__)
+
+PHONE_CHANNELS = frozenset({Channel.SMS, Channel.VOICE})
+
+
+@dataclass(frozen=True)
+class Target:
+    address: str
+    line: str
+
+
+def pick_target(borrower: Borrower | None, channel: Channel) -> Target | str:
+    """Where to send on `channel`: a Target, or the suppression reason."""
+    if borrower is None:
+        return "no_borrower"
+    if channel in PHONE_CHANNELS:
+        if borrower.phone_mobile and borrower.phone_mobile.strip():
+            return Target(borrower.phone_mobile.strip(), "mobile")
+        if borrower.phone_alt and borrower.phone_alt.strip():
+            return Target(borrower.phone_alt.strip(), "alt")
+        return "no_phone"
+    if channel == Channel.EMAIL:
+        if borrower.email and borrower.email.strip():
+            return Target(borrower.email.strip(), "email")
+        return "no_email"
+    if channel == Channel.LETTER:
+        return Target(f"borrower:{borrower.borrower_id}", "postal")
+    if channel == Channel.PUSH:
+        return Target(f"borrower:{borrower.borrower_id}", "app")
+    return f"unsupported_channel:{channel}"  # pragma: no cover
+
+
+def outcome_of(row: ContactAttempt) -> ContactOutcome:
+    status = row.status if row.status in FINAL_CONTACT_STATUSES else "failed"
+    voice = row.channel == Channel.VOICE.value
+    return ContactOutcome(
+        status=status,
+        reason=row.reason,
+        dialed=row.dialed,
+        connected=row.connected,
+        line=row.line if (voice or row.channel == Channel.SMS.value) else None,
+    )
+
+
+@dataclass(frozen=True)
+class _Pending:
+    row_id: int
+    target: Target
+    text: str
+
+
+def _prepare(session: Session, req: ContactRequest) -> ContactOutcome | _Pending:
+    row = repo.contact_by_key(session, req.key)
+    if row is not None and row.status in FINAL_CONTACT_STATUSES:
+        return outcome_of(row)
+    borrower = session.get(Borrower, req.borrower_id)
+    target = pick_target(borrower, req.channel)
+    if row is None:
+        row = ContactAttempt(
+            idempotency_key=req.key,
+            loan_id=req.loan_id,
+            borrower_id=req.borrower_id,
+            kind=req.kind.value,
+            channel=req.channel.value,
+            template=req.template,
+            scheduled_at=as_utc(req.scheduled_at),
+        )
+    if isinstance(target, str):
+        row.status = "suppressed"
+        row.reason = target
+        row.line = None
+        row.rendered_text = None
+        session.add(row)
+        session.flush()
+        return outcome_of(row)
+    rendered = render(
+        req.template, borrower.preferred_language if borrower else None, req.params, req.loan_id
+    )
+    row.language = rendered.language
+    row.rendered_text = rendered.text
+    row.line = target.line
+    row.status = "queued"
+    row.reason = None
+    session.add(row)
+    session.flush()
+    assert row.id is not None
+    return _Pending(row.id, target, rendered.text)
+
+
+def _record(session: Session, row_id: int, channel: Channel, receipt: DeliveryReceipt) -> ContactOutcome:
+    row = session.get(ContactAttempt, row_id)
+    if row is None:  # pragma: no cover - rows are never deleted
+        raise non_retryable("contact row vanished", "OutboxError")
+    if row.status in FINAL_CONTACT_STATUSES:  # a concurrent attempt finished first
+        return outcome_of(row)
+    row.status = "delivered" if receipt.delivered else "failed"
+    row.reason = None if receipt.delivered else clip(receipt.detail or "not_delivered", 255)
+    row.sent_at = utcnow()
+    if channel == Channel.VOICE:
+        row.dialed = receipt.delivered
+        row.connected = receipt.delivered and receipt.connected
+    session.add(row)
+    session.flush()
+    return outcome_of(row)
+
+
+def send_contact(engine: Engine, deliverer: Deliverer, req: ContactRequest) -> ContactOutcome:
+    require(req.key, "key", KEY_LEN)
+    require(req.loan_id, "loan_id")
+    require(req.borrower_id, "borrower_id")
+    if req.template not in TEMPLATE_NAMES:
+        raise non_retryable(f"template: unknown template {req.template!r}", "UnknownTemplate")
+    try:
+        prepared = insert_once(engine, lambda s: _prepare(s, req))
+    except TemplateError as e:  # pragma: no cover - checked above
+        raise non_retryable(str(e), "UnknownTemplate") from e
+    if isinstance(prepared, ContactOutcome):
+        return prepared
+    receipt = deliverer.deliver(req.channel, prepared.target.address, prepared.text)
+    with unit_of_work(engine) as session:
+        outcome = _record(session, prepared.row_id, req.channel, receipt)
+    log.info(
+        "contact key=%s loan=%s channel=%s status=%s line=%s",
+        req.key,
+        req.loan_id,
+        req.channel.value,
+        outcome.status,
+        outcome.line,
+    )
+    return outcome

@@ -1,0 +1,201 @@
+"""The demo book: about 50 loans backdated so that, on the day they are disbursed onto the
+system, every collection stage is present.
+
+Deterministic: loan ids, borrowers, products and amounts never change; only the dates
+follow `today` (the borrowers' local date), so that today's days past due land in each
+stage. The workflow treats past dates as a late start: a loan disbursed months ago
+starts in the stage it is in today, without replaying the reminders it missed.
+
+    python -m demo.book                      # JSON lines of start inputs, for starter.py disburse
+    python -m demo.book --today 2025-06-01 --summary
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from domain.calendar import add_months
+from domain.enums import CollectionStage, Product, RepaymentMethod
+from models.wire import LoanStart
+
+PEOPLE_FILE = Path(__file__).with_name("people.json")
+TIMEZONE = "Asia/Shanghai"
+SEED = 20_240_611  # fixed: the same people and amounts on every machine, every day
+
+
+class Intent(StrEnum):
+    HOLD = "hold"  # leave it where the ladder puts it
+    PAYOFF = "payoff"  # pay outstanding.total: the loan closes as PAID_OFF
+    CURE = "cure"  # pay what is overdue: the loan falls back to CURRENT
+
+
+@dataclass(frozen=True)
+class DemoLoan:
+    start: LoanStart
+    intent: Intent
+    expected_stage: CollectionStage
+    days_past_due: int  # on the day the book was generated, before any demo payment
+
+
+@dataclass(frozen=True)
+class DemoBook:
+    today: date
+    agents: list[tuple[str, str]]
+    borrowers: list[dict[str, Any]]  # BorrowerCreate fields (personal data: database only)
+    loans: list[DemoLoan]
+
+    def starts(self) -> list[LoanStart]:
+        return [loan.start for loan in self.loans]
+
+
+S = CollectionStage
+# (expected stage, intent, days past due today; for loans not yet due: -days since disbursal)
+LADDER: list[tuple[CollectionStage, Intent, list[int]]] = [
+    (S.CURRENT, Intent.HOLD, [-1, -3, -5, -8, -10, -13, -16, -19, -22, -25]),
+    (S.CURRENT, Intent.CURE, [36, 42, 70]),
+    (S.GRACE, Intent.HOLD, [1, 2, 2, 3, 3]),
+    (S.EARLY, Intent.HOLD, [5, 8, 12, 15, 18, 22, 26, 29]),
+    (S.AGENT, Intent.HOLD, [33, 38, 45, 50, 55, 62, 66, 72, 80, 88]),
+    (S.LEGAL, Intent.HOLD, [95, 110, 125, 140, 160, 175]),
+    (S.CHARGED_OFF, Intent.HOLD, [190, 220, 260, 300]),
+    (S.PAID_OFF, Intent.PAYOFF, [-12, -20, 10, 45]),
+]
+
+# product -> (principal range in yuan, rate range in bps, terms, methods)
+TERMS: dict[Product, tuple[tuple[int, int], tuple[int, int], list[int], list[RepaymentMethod]]] = {
+    Product.CREDIT: ((5_000, 50_000), (1_500, 2_400), [6, 12, 24], [RepaymentMethod.EQUAL_INSTALLMENT]),
+    Product.INSTALLMENT: (
+        (3_000, 30_000),
+        (1_200, 3_000),
+        [3, 6, 12],
+        [RepaymentMethod.EQUAL_INSTALLMENT, RepaymentMethod.EQUAL_PRINCIPAL],
+    ),
+    Product.AUTO: (
+        (80_000, 300_000),
+        (600, 1_200),
+        [24, 36],
+        [RepaymentMethod.EQUAL_PRINCIPAL, RepaymentMethod.EQUAL_INSTALLMENT],
+    ),
+}
+PRODUCT_CYCLE = [Product.CREDIT, Product.INSTALLMENT, Product.CREDIT, Product.AUTO, Product.INSTALLMENT]
+# A large car loan deep in the AGENT stage: overdue above the field-visit threshold.
+BIG_AUTO_DPD = 66
+BIG_AUTO_PRINCIPAL = 80_000_000  # 800,000.00
+
+
+def local_today(tz: str = TIMEZONE) -> date:
+    return datetime.now(ZoneInfo(tz)).date()
+
+
+def _load_people() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(PEOPLE_FILE.read_text(encoding="utf-8"))
+    return data
+
+
+def _borrower(rng: random.Random, people: dict[str, Any], n: int) -> dict[str, Any]:
+    english = n % 8 == 7
+    if english:
+        name = people["english_names"][(n // 8) % len(people["english_names"])]
+        local = name.lower().replace(" ", ".")
+    else:
+        name = rng.choice(people["surnames"]) + rng.choice(people["given_names"])
+        local = f"borrower{n:03d}"
+    return {
+        "borrower_id": f"DB-{n:03d}",
+        "name": name,
+        "phone_mobile": f"+86 100 0000 {n:04d}",
+        "phone_alt": f"+86 100 0001 {n:04d}" if n % 3 == 0 else None,
+        "email": f"{local}@example.com" if n % 2 == 0 else None,
+        "preferred_language": "en" if english else "zh-CN",
+        "timezone": TIMEZONE,
+    }
+
+
+def _dates(today: date, dpd_or_age: int) -> tuple[date, date]:
+    """(disbursed_on, first_due_date) so that today's days past due is `dpd_or_age`
+    (> 0), or the loan was disbursed -`dpd_or_age` days ago and is not yet due (<= 0)."""
+    if dpd_or_age <= 0:
+        disbursed = today - timedelta(days=-dpd_or_age)
+        return disbursed, add_months(disbursed, 1)
+    first_due = today - timedelta(days=dpd_or_age)
+    return add_months(first_due, -1), first_due
+
+
+def build_book(today: date | None = None) -> DemoBook:
+    today = today or local_today()
+    rng = random.Random(SEED)
+    people = _load_people()
+    agents = [(a["agent_id"], a["name"]) for a in people["agents"]]
+    borrowers: list[dict[str, Any]] = []
+    loans: list[DemoLoan] = []
+    n = 0
+    for stage, intent, days in LADDER:
+        for d in days:
+            n += 1
+            product = PRODUCT_CYCLE[n % len(PRODUCT_CYCLE)]
+            (lo, hi), (rlo, rhi), terms, methods = TERMS[product]
+            principal = rng.randrange(lo, hi + 1, 500) * 100
+            rate = rng.randrange(rlo, rhi + 1, 50)
+            term = rng.choice(terms)
+            method = rng.choice(methods)
+            if stage is S.AGENT and d == BIG_AUTO_DPD:
+                product, principal, rate, term = Product.AUTO, BIG_AUTO_PRINCIPAL, 800, 24
+                method = RepaymentMethod.EQUAL_PRINCIPAL
+            borrower = _borrower(rng, people, n)
+            borrowers.append(borrower)
+            disbursed, first_due = _dates(today, d)
+            start = LoanStart(
+                loan_id=f"DEMO-{n:03d}",
+                borrower_id=borrower["borrower_id"],
+                product=product,
+                currency="CNY",
+                principal=principal,
+                annual_rate_bps=rate,
+                term_months=term,
+                repayment_method=method,
+                disbursed_on=disbursed,
+                first_due_date=first_due,
+                timezone=TIMEZONE,
+                policy="standard",
+            )
+            loans.append(DemoLoan(start, intent, stage, max(d, 0)))
+    return DemoBook(today=today, agents=agents, borrowers=borrowers, loans=loans)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m demo.book", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--today", type=date.fromisoformat, help="the borrowers' local date (default: today)")
+    parser.add_argument("--out", help="write the JSON lines here instead of stdout")
+    parser.add_argument("--summary", action="store_true", help="print a table of loans and their stages")
+    args = parser.parse_args(argv)
+    book = build_book(args.today)
+    if args.summary:
+        for loan in book.loans:
+            s = loan.start
+            print(
+                f"{s.loan_id}  {loan.expected_stage.value:<11}  dpd {loan.days_past_due:>3}  "
+                f"{loan.intent.value:<6}  {s.product.value:<11}  {s.principal / 100:>12,.2f}  "
+                f"disbursed {s.disbursed_on}  first due {s.first_due_date}"
+            )
+        return 0
+    text = "".join(s.model_dump_json() + "\n" for s in book.starts())
+    if args.out:
+        Path(args.out).write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

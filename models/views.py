@@ -1,0 +1,152 @@
+"""How a case is shown to the outside: the `state` answer, message answers, the
+projection the activities store, the search attributes and the Web UI details.
+
+Pure functions of (case, now); the workflow passes them through the sandbox.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from domain.calendar import start_of_day
+from domain.case import Case, Components
+from domain.enums import ActionKind
+from domain.ledger import (
+    days_past_due,
+    oldest_overdue,
+    outstanding,
+    overdue_amount,
+    stage,
+    status_of,
+    today_for,
+)
+from domain.money import format_amount
+from domain.planner import PlannedAction, plan, reconcile
+from models.wire import (
+    Allocation,
+    CaseView,
+    InstallmentView,
+    LoanProjection,
+    NextActionView,
+    Outstanding,
+    PaymentResult,
+)
+
+
+def allocation_of(c: Components) -> Allocation:
+    return Allocation(penalty=c.penalty, fee=c.fee, interest=c.interest, principal=c.principal)
+
+
+def outstanding_of(case: Case, now: datetime) -> Outstanding:
+    o = outstanding(case, today_for(case, now))
+    return Outstanding(
+        principal=o.principal, interest=o.interest, penalty=o.penalty, fee=o.fee, total=o.total
+    )
+
+
+def installments_of(case: Case, now: datetime) -> list[InstallmentView]:
+    today = today_for(case, now)
+    return [
+        InstallmentView(
+            seq=i.seq,
+            due_date=i.due_date,
+            principal=i.principal,
+            interest=i.interest,
+            paid=i.paid.total,
+            status=status_of(case, i, today),
+        )
+        for i in case.installments
+    ]
+
+
+def upcoming(case: Case, now: datetime) -> PlannedAction | None:
+    """The next action worth showing: a midnight refresh is housekeeping, not a step."""
+    case = reconcile(case, now)
+    return next((a for a in plan(case, case.policy, now) if a.kind is not ActionKind.REFRESH), None)
+
+
+def case_view(case: Case, now: datetime) -> CaseView:
+    today = today_for(case, now)
+    nxt = None if case.closed else upcoming(case, now)
+    return CaseView(
+        loan_id=case.loan_id,
+        stage=stage(case, today),
+        days_past_due=days_past_due(case, today),
+        outstanding=outstanding_of(case, now),
+        overdue=overdue_amount(case, today),
+        next_action=NextActionView(kind=nxt.kind, at=nxt.at) if nxt else None,
+        assigned_agent=case.assigned_agent,
+        installments=installments_of(case, now),
+        contacts_sent=case.contacts_sent,
+        credit_reported=case.credit_reported,
+        legal_referred=case.legal_referred,
+        closed=case.closed,
+    )
+
+
+def payment_result(
+    case: Case, payment_id: str, allocation: Components, now: datetime, duplicate: bool
+) -> PaymentResult:
+    today = today_for(case, now)
+    return PaymentResult(
+        payment_id=payment_id,
+        allocation=allocation_of(allocation),
+        outstanding=outstanding_of(case, now),
+        overdue=overdue_amount(case, today),
+        days_past_due=days_past_due(case, today),
+        stage=stage(case, today),
+        duplicate=duplicate,
+    )
+
+
+def projection(case: Case, now: datetime) -> LoanProjection:
+    view = case_view(case, now)
+    return LoanProjection(
+        loan_id=case.loan_id,
+        stage=view.stage,
+        days_past_due=view.days_past_due,
+        outstanding=view.outstanding,
+        overdue=view.overdue,
+        assigned_agent=view.assigned_agent,
+        next_action_kind=view.next_action.kind if view.next_action else None,
+        next_action_at=view.next_action.at if view.next_action else None,
+        closed=view.closed,
+        installments=view.installments,
+        as_of=now,
+    )
+
+
+def overdue_since(case: Case, now: datetime) -> datetime | None:
+    oldest = oldest_overdue(case, today_for(case, now))
+    return start_of_day(oldest.due_date, case.timezone) if oldest else None
+
+
+def details_markdown(view: CaseView, currency: str) -> str:
+    """The Web UI's current details: what a collector needs at a glance."""
+
+    def money(v: int) -> str:
+        return format_amount(v, currency, symbol=True)
+
+    nxt = (
+        f"{view.next_action.kind.value} at {view.next_action.at.isoformat()}"
+        if view.next_action
+        else "none (closed)"
+    )
+    paid = sum(1 for i in view.installments if i.status.value == "paid")
+    lines = [
+        f"## Loan {view.loan_id}: {view.stage.value}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Stage | **{view.stage.value}** |",
+        f"| Days past due | {view.days_past_due} |",
+        f"| Overdue | {money(view.overdue)} |",
+        f"| Payoff today | {money(view.outstanding.total)} |",
+        f"| Assigned agent | {view.assigned_agent or '—'} |",
+        f"| Next action | {nxt} |",
+        f"| Installments paid | {paid} of {len(view.installments)} |",
+        f"| Contacts sent | {view.contacts_sent} |",
+        f"| Credit reported | {'yes' if view.credit_reported else 'no'} |",
+        f"| Legal referred | {'yes' if view.legal_referred else 'no'} |",
+    ]
+    return "\n".join(lines)

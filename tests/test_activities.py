@@ -1,0 +1,654 @@
+"""The activities, run through temporalio's ActivityEnvironment, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import ActivityEnvironment
+
+from activities import names
+from activities.delivery import LoggingDeliverer, RecordingDeliverer, mask_address
+from activities.registry import CollectionActivities
+from activities.templates import format_date, format_money, render
+from domain.enums import ActionKind, Channel, CollectionStage, InstallmentStatus, Product, RepaymentMethod
+from models import repo
+from models.db import session_scope
+from models.tables import (
+    Assignment,
+    AuditLog,
+    BorrowerCreate,
+    ChargeOff,
+    ContactAttempt,
+    CreditBureauRecord,
+    FieldVisitTask,
+    Installment,
+    LegalReferral,
+    Loan,
+    Payment,
+)
+from models.wire import (
+    AgentRelease,
+    AgentRequest,
+    Allocation,
+    AuditEvent,
+    CaseFiling,
+    ContactParams,
+    ContactRequest,
+    InstallmentView,
+    LoanProjection,
+    LoanRecord,
+    LoanStart,
+    Outstanding,
+    PaymentBooking,
+)
+from tests.db_fixtures import db_url, engine  # noqa: F401
+
+T0 = datetime(2025, 3, 1, 1, 0, tzinfo=UTC)
+DUE = date(2025, 3, 15)
+
+
+@pytest.fixture
+def deliverer() -> RecordingDeliverer:
+    return RecordingDeliverer()
+
+
+@pytest.fixture
+def acts(engine: Engine, deliverer: RecordingDeliverer) -> CollectionActivities:  # noqa: F811
+    return CollectionActivities(engine, deliverer)
+
+
+def run(fn: Callable[..., Any], *args: Any) -> Any:
+    return ActivityEnvironment().run(fn, *args)
+
+
+def count(engine: Engine, table: type, **where: Any) -> int:  # noqa: F811
+    with session_scope(engine) as s:
+        return repo.count_rows(s, table, **where)
+
+
+def add_borrower(engine: Engine, **kw: Any) -> None:  # noqa: F811
+    data = {"borrower_id": "B1", "name": "王小明", "phone_mobile": "13812345678", **kw}
+    with session_scope(engine) as s:
+        repo.upsert_borrower(s, BorrowerCreate(**data))
+
+
+def add_agent(engine: Engine, agent_id: str, **kw: Any) -> None:  # noqa: F811
+    with session_scope(engine) as s:
+        repo.add_agent(s, agent_id, f"Agent {agent_id}", **kw)
+
+
+def installments(n: int = 3, paid: int = 0) -> list[InstallmentView]:
+    return [
+        InstallmentView(
+            seq=i,
+            due_date=date(2025, 2 + i, 15),
+            principal=92_016,
+            interest=18_000,
+            paid=paid,
+            status=InstallmentStatus.SCHEDULED,
+        )
+        for i in range(1, n + 1)
+    ]
+
+
+def loan_record(loan_id: str = "L1") -> LoanRecord:
+    start = LoanStart(
+        loan_id=loan_id,
+        borrower_id="B1",
+        product=Product.CREDIT,
+        principal=1_200_000,
+        annual_rate_bps=1800,
+        term_months=12,
+        repayment_method=RepaymentMethod.EQUAL_INSTALLMENT,
+        disbursed_on=date(2025, 2, 15),
+    )
+    return LoanRecord(start=start, first_due_date=date(2025, 3, 15), installments=installments())
+
+
+OUT = Outstanding(principal=1_000_000, interest=18_000, penalty=500, fee=0, total=1_018_500)
+
+
+def projection(as_of: datetime, stage: CollectionStage = CollectionStage.GRACE, **kw: Any) -> LoanProjection:
+    data: dict[str, Any] = {
+        "loan_id": "L1",
+        "stage": stage,
+        "days_past_due": 2,
+        "outstanding": OUT,
+        "overdue": 110_016,
+        "assigned_agent": None,
+        "next_action_kind": ActionKind.OVERDUE_SMS,
+        "next_action_at": as_of + timedelta(days=1),
+        "closed": False,
+        "installments": installments(),
+        "as_of": as_of,
+    }
+    data.update(kw)
+    return LoanProjection(**data)
+
+
+def contact(key: str = "L1:reminder:1", **kw: Any) -> ContactRequest:
+    data: dict[str, Any] = {
+        "key": key,
+        "loan_id": "L1",
+        "borrower_id": "B1",
+        "kind": ActionKind.REMINDER,
+        "channel": Channel.SMS,
+        "template": "reminder_t3",
+        "scheduled_at": T0,
+        "params": ContactParams(amount=110_016, due_date=DUE, installment_seq=1),
+    }
+    data.update(kw)
+    return ContactRequest(**data)
+
+
+def filing(kind: ActionKind, key: str | None = None) -> CaseFiling:
+    return CaseFiling(
+        key=f"L1:{kind.value}:1" if key is None else key,
+        loan_id="L1",
+        borrower_id="B1",
+        kind=kind,
+        at=T0,
+        days_past_due=95,
+        overdue=330_048,
+        outstanding=OUT,
+        currency="CNY",
+        detail="test",
+    )
+
+
+def agent_req(loan_id: str = "L1", key: str | None = None, at: datetime = T0) -> AgentRequest:
+    return AgentRequest(
+        key=f"{loan_id}:assign_agent:1" if key is None else key,
+        loan_id=loan_id,
+        borrower_id="B1",
+        days_past_due=31,
+        overdue=110_016,
+        at=at,
+    )
+
+
+def assert_non_retryable(exc: pytest.ExceptionInfo[ApplicationError], *words: str) -> None:
+    assert exc.value.non_retryable
+    for w in words:
+        assert w in str(exc.value)
+
+
+# --- registry ------------------------------------------------------------------------
+
+
+def test_all_returns_every_named_activity(acts: CollectionActivities) -> None:
+    got = {activity._Definition.must_from_callable(fn).name for fn in acts.all()}
+    assert got == {
+        names.RECORD_LOAN,
+        names.SYNC_LOAN,
+        names.BOOK_PAYMENT,
+        names.SEND_CONTACT,
+        names.ASSIGN_AGENT,
+        names.RELEASE_AGENT,
+        names.FILE_CASE_ACTION,
+        names.WRITE_AUDIT,
+    }
+    assert isinstance(CollectionActivities(acts.engine).deliverer, LoggingDeliverer)
+
+
+# --- ledger --------------------------------------------------------------------------
+
+
+def test_record_loan_twice_leaves_one_loan_and_its_schedule(acts: CollectionActivities) -> None:
+    run(acts.record_loan, loan_record())
+    run(acts.record_loan, loan_record())
+    assert count(acts.engine, Loan) == 1
+    assert count(acts.engine, Installment, loan_id="L1") == 3
+    with session_scope(acts.engine) as s:
+        loan = repo.get_loan(s, "L1")
+        assert loan is not None
+        assert (loan.stage, loan.outstanding_principal, loan.principal) == ("CURRENT", 1_200_000, 1_200_000)
+        assert loan.first_due_date == date(2025, 3, 15) and loan.updated_at is None
+
+
+def test_record_loan_for_another_borrower_is_refused(acts: CollectionActivities) -> None:
+    run(acts.record_loan, loan_record())
+    other = loan_record()
+    other.start.borrower_id = "B2"
+    with pytest.raises(ApplicationError) as e:
+        run(acts.record_loan, other)
+    assert_non_retryable(e, "loan_id")
+
+
+def test_sync_loan_last_writer_by_as_of(acts: CollectionActivities) -> None:
+    run(acts.record_loan, loan_record())
+    t1 = T0 + timedelta(days=2)
+    run(acts.sync_loan, projection(t1, CollectionStage.GRACE, days_past_due=2))
+    run(acts.sync_loan, projection(t1, CollectionStage.GRACE, days_past_due=2))  # same again
+    run(acts.sync_loan, projection(T0, CollectionStage.CURRENT, days_past_due=0))  # older: ignored
+    with session_scope(acts.engine) as s:
+        loan = repo.get_loan(s, "L1")
+        assert loan is not None
+        assert (loan.stage, loan.days_past_due, loan.overdue) == ("GRACE", 2, 110_016)
+        assert (loan.outstanding_total, loan.outstanding_penalty) == (1_018_500, 500)
+        assert loan.next_action_kind == "overdue_sms" and loan.updated_at == t1
+
+    # A newer projection with a shorter schedule (restructuring) replaces the rows.
+    t2 = t1 + timedelta(days=1)
+    new_schedule = installments(2, paid=1)
+    new_schedule[0].status = InstallmentStatus.PAID
+    run(
+        acts.sync_loan,
+        projection(t2, CollectionStage.AGENT, assigned_agent="a1", installments=new_schedule, closed=True),
+    )
+    with session_scope(acts.engine) as s:
+        loan = repo.get_loan(s, "L1")
+        assert loan is not None and loan.assigned_agent == "a1" and loan.closed
+        rows = repo.installments_for_loan(s, "L1")
+        assert [(r.seq, r.paid, r.status) for r in rows] == [(1, 1, "paid"), (2, 1, "scheduled")]
+
+
+def test_sync_loan_of_unknown_loan_is_non_retryable(acts: CollectionActivities) -> None:
+    with pytest.raises(ApplicationError) as e:
+        run(acts.sync_loan, projection(T0))
+    assert_non_retryable(e, "loan_id")
+
+
+def test_book_payment_twice_books_once(acts: CollectionActivities) -> None:
+    p = PaymentBooking(
+        loan_id="L1",
+        payment_id="pay-1",
+        amount=110_016,
+        currency="CNY",
+        paid_at=T0,
+        channel="alipay",
+        allocation=Allocation(interest=18_000, principal=92_016),
+    )
+    assert run(acts.book_payment, p) is True
+    assert run(acts.book_payment, p) is False
+    assert count(acts.engine, Payment) == 1
+    with session_scope(acts.engine) as s:
+        (row,) = repo.payments_for_loan(s, "L1")
+        assert (row.alloc_interest, row.alloc_principal, row.paid_at) == (18_000, 92_016, T0)
+
+
+def test_concurrent_duplicate_payments_book_once(acts: CollectionActivities) -> None:
+    p = PaymentBooking(
+        loan_id="L1",
+        payment_id="pay-x",
+        amount=1,
+        currency="CNY",
+        paid_at=T0,
+        channel=None,
+        allocation=Allocation(principal=1),
+    )
+    results: list[bool] = []
+    threads = [threading.Thread(target=lambda: results.append(run(acts.book_payment, p))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 5 + [True]
+    assert count(acts.engine, Payment) == 1
+
+
+# --- contacts ------------------------------------------------------------------------
+
+
+def test_send_contact_twice_sends_once(acts: CollectionActivities, deliverer: RecordingDeliverer) -> None:
+    add_borrower(acts.engine)
+    first = run(acts.send_contact, contact())
+    second = run(acts.send_contact, contact())
+    assert first == second
+    assert first.status == "delivered" and first.line == "mobile" and not first.dialed
+    assert len(deliverer.sent) == 1
+    assert deliverer.sent[0].address == "13812345678"
+    assert count(acts.engine, ContactAttempt) == 1
+    with session_scope(acts.engine) as s:
+        row = repo.contact_by_key(s, "L1:reminder:1")
+        assert row is not None
+        assert row.status == "delivered" and row.sent_at is not None and row.line == "mobile"
+        assert row.language == "zh-CN" and row.rendered_text == deliverer.sent[0].text
+        assert "13812345678" not in (row.rendered_text or "")
+
+
+def test_contact_suppressed_without_phone(acts: CollectionActivities, deliverer: RecordingDeliverer) -> None:
+    add_borrower(acts.engine, phone_mobile=None, phone_alt=None, email=None)
+    out = run(acts.send_contact, contact())
+    assert (out.status, out.reason) == ("suppressed", "no_phone")
+    out = run(acts.send_contact, contact("k-email", channel=Channel.EMAIL))
+    assert (out.status, out.reason) == ("suppressed", "no_email")
+    out = run(acts.send_contact, contact("k-nobody", borrower_id="B404"))
+    assert (out.status, out.reason) == ("suppressed", "no_borrower")
+    assert deliverer.sent == []
+    assert count(acts.engine, ContactAttempt, status="suppressed") == 3
+    # Letters and push need only the borrower.
+    assert run(
+        acts.send_contact, contact("k-letter", channel=Channel.LETTER, template="demand_letter")
+    ).status == ("delivered")
+    assert run(acts.send_contact, contact("k-push", channel=Channel.PUSH)).status == "delivered"
+    assert [d.address for d in deliverer.sent] == ["borrower:B1", "borrower:B1"]
+
+
+def test_contact_details_are_read_at_send_time(
+    acts: CollectionActivities, deliverer: RecordingDeliverer
+) -> None:
+    add_borrower(acts.engine, phone_mobile="13800000001")
+    run(acts.send_contact, contact("k1"))
+    add_borrower(acts.engine, phone_mobile="13900000002", preferred_language="en")
+    run(acts.send_contact, contact("k2"))
+    run(acts.send_contact, contact("k1"))  # a repeat of k1 is not re-sent to the new number
+    assert [d.address for d in deliverer.sent] == ["13800000001", "13900000002"]
+    assert "¥1,100.16" in deliverer.sent[0].text and "CNY 1,100.16" in deliverer.sent[1].text
+
+
+def test_voice_call_outcome(engine: Engine) -> None:  # noqa: F811
+    add_borrower(engine, phone_mobile=None, phone_alt="13700001111")
+    connected = CollectionActivities(engine, RecordingDeliverer(voice_connected=True))
+    out = run(
+        connected.send_contact,
+        contact("v1", kind=ActionKind.VOICE_CALL, channel=Channel.VOICE, template="voice_call"),
+    )
+    assert (out.status, out.dialed, out.connected, out.line) == ("delivered", True, True, "alt")
+    unanswered = CollectionActivities(engine, RecordingDeliverer(voice_connected=False))
+    out = run(
+        unanswered.send_contact,
+        contact("v2", kind=ActionKind.VOICE_CALL, channel=Channel.VOICE, template="voice_call"),
+    )
+    assert (out.status, out.dialed, out.connected, out.line) == ("delivered", True, False, "alt")
+    # the stored outcome is what a repeat returns
+    assert (
+        run(
+            connected.send_contact,
+            contact("v2", kind=ActionKind.VOICE_CALL, channel=Channel.VOICE, template="voice_call"),
+        )
+        == out
+    )
+
+
+def test_failed_delivery_is_final(engine: Engine) -> None:  # noqa: F811
+    add_borrower(engine)
+    refusing = RecordingDeliverer(delivered=False)
+    acts = CollectionActivities(engine, refusing)
+    out = run(acts.send_contact, contact())
+    assert (out.status, out.reason) == ("failed", "refused")
+    assert run(acts.send_contact, contact()) == out
+    assert len(refusing.sent) == 1
+
+
+def test_deliverer_exception_leaves_row_queued_and_retry_delivers(engine: Engine) -> None:  # noqa: F811
+    add_borrower(engine)
+
+    class Flaky(RecordingDeliverer):
+        calls = 0
+
+        def deliver(self, channel: Channel, address: str, text: str) -> Any:
+            Flaky.calls += 1
+            if Flaky.calls == 1:
+                raise ConnectionError("gateway down")
+            return super().deliver(channel, address, text)
+
+    flaky = Flaky()
+    acts = CollectionActivities(engine, flaky)
+    with pytest.raises(ConnectionError):
+        run(acts.send_contact, contact())
+    assert count(engine, ContactAttempt, status="queued") == 1
+    assert run(acts.send_contact, contact()).status == "delivered"
+    assert count(engine, ContactAttempt) == 1 and len(flaky.sent) == 1
+
+
+def test_unknown_template_and_empty_key_are_non_retryable(acts: CollectionActivities) -> None:
+    add_borrower(acts.engine)
+    with pytest.raises(ApplicationError) as e:
+        run(acts.send_contact, contact(template="nope"))
+    assert_non_retryable(e, "template")
+    with pytest.raises(ApplicationError) as e:
+        run(acts.send_contact, contact(key=""))
+    assert_non_retryable(e, "key")
+    with pytest.raises(ApplicationError) as e:
+        run(acts.send_contact, contact(key="k" * 300))
+    assert_non_retryable(e, "key")
+    assert count(acts.engine, ContactAttempt) == 0
+
+
+# --- templates -----------------------------------------------------------------------
+
+
+def test_money_and_date_formatting() -> None:
+    assert format_money(110_016, "CNY", "zh-CN") == "¥1,100.16"
+    assert format_money(110_016, "CNY", "en") == "CNY 1,100.16"
+    assert format_money(5, "CNY", "en") == "CNY 0.05"
+    assert format_money(123_456_789, "USD", "en") == "USD 1,234,567.89"
+    assert format_money(1000, "JPY", "en") == "JPY 1,000"
+    assert format_money(-250, "CNY", "zh-CN") == "-¥2.50"
+    assert format_date(date(2025, 3, 5), "zh-CN") == "2025年3月5日"
+    assert format_date(date(2025, 3, 5), "en") == "5 Mar 2025"
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "reminder_t3",
+        "reminder_t1",
+        "reminder_due_today",
+        "overdue_sms",
+        "credit_notice",
+        "voice_call",
+        "demand_letter",
+    ],
+)
+def test_every_template_renders_amount_and_due_date_in_both_languages(template: str) -> None:
+    params = ContactParams(
+        amount=110_016, due_date=DUE, days_past_due=5, installment_seq=1, report_on=date(2025, 3, 30)
+    )
+    zh = render(template, "zh-CN", params, "L1")
+    en = render(template, "en", params, "L1")
+    assert zh.language == "zh-CN" and en.language == "en"
+    assert "¥1,100.16" in zh.text and "CNY 1,100.16" in en.text
+    if template == "credit_notice":
+        assert "2025年3月30日" in zh.text and "征信" in zh.text
+        assert "30 Mar 2025" in en.text and "credit reference system" in en.text
+    else:
+        assert "2025年3月15日" in zh.text and "15 Mar 2025" in en.text
+    assert render(template, None, params, "L1").text == zh.text  # default zh-CN
+    assert render(template, "en-US", params, "L1").text == en.text
+
+
+def test_overdue_sms_mentions_days_past_due() -> None:
+    params = ContactParams(amount=1_000, due_date=DUE, days_past_due=3)
+    assert "3天" in render("overdue_sms", "zh-CN", params, "L1").text
+    assert "3 days past due" in render("overdue_sms", "en", params, "L1").text
+
+
+def test_mask_address() -> None:
+    assert mask_address("13812345678") == "138****5678"
+    assert mask_address("wang.li@example.com") == "w***@example.com"
+    assert mask_address("borrower:B1") == "borrower:B1"
+
+
+def test_logging_deliverer_masks_the_address(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO")
+    r = LoggingDeliverer().deliver(Channel.VOICE, "13812345678", "hello")
+    assert r.delivered and r.connected
+    assert "138****5678" in caplog.text and "13812345678" not in caplog.text
+
+
+# --- agents --------------------------------------------------------------------------
+
+
+def test_assign_least_loaded_agent_and_idempotent(acts: CollectionActivities) -> None:
+    add_agent(acts.engine, "a")
+    add_agent(acts.engine, "b")
+    assert run(acts.assign_agent, agent_req("L1")).agent_id == "a"
+    assert run(acts.assign_agent, agent_req("L2")).agent_id == "b"
+    assert run(acts.assign_agent, agent_req("L3")).agent_id == "a"
+    # the same request again, and a new key for a loan that already has an agent
+    assert run(acts.assign_agent, agent_req("L1")).agent_id == "a"
+    assert run(acts.assign_agent, agent_req("L1", key="L1:assign_agent:other")).agent_id == "a"
+    assert count(acts.engine, Assignment) == 3
+    with session_scope(acts.engine) as s:
+        assert repo.agent_loads(s) == {"a": 2, "b": 1}
+
+
+def test_queue_then_pickup_when_an_agent_is_added(acts: CollectionActivities) -> None:
+    out = run(acts.assign_agent, agent_req("L1"))
+    assert (out.agent_id, out.queued) == (None, True)
+    assert run(acts.assign_agent, agent_req("L1")).queued  # still waiting, no second row
+    assert count(acts.engine, Assignment) == 1
+    add_agent(acts.engine, "a")
+    # the next day the workflow asks again and learns who picked it up
+    out = run(acts.assign_agent, agent_req("L1", key="L1:assign_agent:2", at=T0 + timedelta(days=1)))
+    assert (out.agent_id, out.queued) == ("a", False)
+    assert count(acts.engine, Assignment) == 1
+
+
+def test_queued_case_is_picked_up_on_the_next_call_when_agent_inserted_directly(
+    acts: CollectionActivities,
+) -> None:
+    assert run(acts.assign_agent, agent_req("L1")).queued
+    from models.tables import Agent
+
+    with session_scope(acts.engine) as s:  # an agent added by another system, no queue drain
+        s.add(Agent(agent_id="z", name="Zed"))
+    assert run(acts.assign_agent, agent_req("L1")).agent_id == "z"
+
+
+def test_release_agent_is_idempotent_and_frees_capacity(acts: CollectionActivities) -> None:
+    add_agent(acts.engine, "a", max_cases=1)
+    assert run(acts.assign_agent, agent_req("L1")).agent_id == "a"
+    assert run(acts.assign_agent, agent_req("L2")).queued  # a is full
+    rel = AgentRelease(key="L1:release_agent:1", loan_id="L1", agent_id="a", reason="cured", at=T0)
+    run(acts.release_agent, rel)
+    run(acts.release_agent, rel)
+    with session_scope(acts.engine) as s:
+        assert repo.open_assignment(s, "L1") is None
+        (row,) = repo.assignments_for_loan(s, "L1")
+        assert (row.release_reason, row.released_at) == ("cured", T0)
+        l2 = repo.open_assignment(s, "L2")
+        assert l2 is not None and l2.agent_id == "a"  # freed capacity went to the queue
+    # a later delinquency gets a new assignment
+    assert run(acts.assign_agent, agent_req("L1", key="L1:assign_agent:2")).queued
+    assert count(acts.engine, Assignment) == 3
+
+
+def test_release_closes_a_queued_row(acts: CollectionActivities) -> None:
+    assert run(acts.assign_agent, agent_req("L1")).queued
+    run(acts.release_agent, AgentRelease(key="r1", loan_id="L1", agent_id=None, reason="paid_off", at=T0))
+    add_agent(acts.engine, "a")
+    with session_scope(acts.engine) as s:
+        assert repo.open_assignment(s, "L1") is None
+        assert repo.agent_loads(s) == {"a": 0}
+    # nothing open: releasing again is a no-op
+    run(acts.release_agent, AgentRelease(key="r2", loan_id="L1", agent_id=None, reason="paid_off", at=T0))
+
+
+def test_deactivated_agent_is_not_assigned(acts: CollectionActivities) -> None:
+    add_agent(acts.engine, "a")
+    add_agent(acts.engine, "b")
+    with session_scope(acts.engine) as s:
+        repo.deactivate_agent(s, "a")
+    assert run(acts.assign_agent, agent_req("L1")).agent_id == "b"
+    assert run(acts.assign_agent, agent_req("L2")).agent_id == "b"
+
+
+def test_concurrent_assignments_stay_balanced(acts: CollectionActivities) -> None:
+    add_agent(acts.engine, "a")
+    add_agent(acts.engine, "b")
+    errors: list[BaseException] = []
+
+    def one(i: int) -> None:
+        try:
+            run(acts.assign_agent, agent_req(f"L{i}"))
+        except BaseException as e:  # pragma: no cover - reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with session_scope(acts.engine) as s:
+        assert repo.agent_loads(s) == {"a": 5, "b": 5}
+
+
+def test_assign_agent_bad_input(acts: CollectionActivities) -> None:
+    with pytest.raises(ApplicationError) as e:
+        run(acts.assign_agent, agent_req(key=""))
+    assert_non_retryable(e, "key")
+    with pytest.raises(ApplicationError) as e:
+        run(acts.assign_agent, agent_req(loan_id=" "))
+    assert_non_retryable(e, "loan_id")
+
+
+# --- filings and audit ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kind", "table"),
+    [
+        (ActionKind.LEGAL_REFERRAL, LegalReferral),
+        (ActionKind.CREDIT_NOTICE, CreditBureauRecord),
+        (ActionKind.CREDIT_REPORT, CreditBureauRecord),
+        (ActionKind.CREDIT_UPDATE, CreditBureauRecord),
+        (ActionKind.CHARGE_OFF, ChargeOff),
+        (ActionKind.FIELD_VISIT, FieldVisitTask),
+    ],
+)
+def test_file_case_action_twice_leaves_one_row(
+    acts: CollectionActivities, kind: ActionKind, table: type
+) -> None:
+    run(acts.file_case_action, filing(kind))
+    run(acts.file_case_action, filing(kind))
+    assert count(acts.engine, table) == 1
+
+
+def test_filing_rows_carry_what_the_teams_need(acts: CollectionActivities) -> None:
+    for kind in (
+        ActionKind.LEGAL_REFERRAL,
+        ActionKind.CREDIT_REPORT,
+        ActionKind.CHARGE_OFF,
+        ActionKind.FIELD_VISIT,
+    ):
+        run(acts.file_case_action, filing(kind))
+    with session_scope(acts.engine) as s:
+        from sqlmodel import select
+
+        legal = s.exec(select(LegalReferral)).one()
+        assert (legal.borrower_id, legal.outstanding_total, legal.overdue, legal.days_past_due) == (
+            "B1",
+            1_018_500,
+            330_048,
+            95,
+        )
+        assert legal.referred_at == T0
+        assert s.exec(select(CreditBureauRecord)).one().kind == "report"
+        co = s.exec(select(ChargeOff)).one()
+        assert (co.principal, co.amount) == (1_000_000, 1_018_500)
+        visit = s.exec(select(FieldVisitTask)).one()
+        assert (visit.collectors_required, visit.status, visit.overdue) == (2, "open", 330_048)
+
+
+def test_unknown_filing_kind_is_non_retryable(acts: CollectionActivities) -> None:
+    with pytest.raises(ApplicationError) as e:
+        run(acts.file_case_action, filing(ActionKind.REMINDER))
+    assert_non_retryable(e, "kind")
+
+
+def test_write_audit_twice_leaves_one_row(acts: CollectionActivities) -> None:
+    ev = AuditEvent(
+        key="L1:audit:1",
+        loan_id="L1",
+        at=T0,
+        event="stage_changed",
+        detail="CURRENT→GRACE",
+        source="rule:dpd_1",
+    )
+    run(acts.write_audit, ev)
+    run(acts.write_audit, ev)
+    assert count(acts.engine, AuditLog) == 1
+    with pytest.raises(ApplicationError) as e:
+        run(acts.write_audit, ev.model_copy(update={"key": ""}))
+    assert_non_retryable(e, "key")

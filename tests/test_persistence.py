@@ -1,0 +1,319 @@
+"""Schema, migrations, engine setup and the repo functions, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, SQLModel
+
+from models import repo
+from models.db import (
+    alembic_config,
+    current_revision,
+    default_database_url,
+    make_engine,
+    normalize_url,
+    session_scope,
+    upgrade_schema,
+)
+from models.tables import Agent, Assignment, Borrower, BorrowerCreate, Payment
+from tests.db_fixtures import db_url, engine, session  # noqa: F401
+
+EXPECTED_TABLES = {
+    "agent",
+    "assignment",
+    "audit_log",
+    "borrower",
+    "charge_off",
+    "contact_attempt",
+    "credit_bureau_record",
+    "field_visit_task",
+    "installment",
+    "legal_referral",
+    "loan",
+    "payment",
+}
+T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def head_revision() -> str:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+    assert head is not None
+    return head
+
+
+# --- migrations ----------------------------------------------------------------------
+
+
+def test_upgrade_creates_schema_on_empty_db_and_is_idempotent(db_url: str) -> None:  # noqa: F811
+    eng = make_engine(db_url)
+    try:
+        assert set(sa.inspect(eng).get_table_names()) == set()
+        assert current_revision(eng) is None
+
+        upgrade_schema(db_url)
+        assert set(sa.inspect(eng).get_table_names()) >= EXPECTED_TABLES
+        assert current_revision(eng) == head_revision()
+
+        upgrade_schema(db_url)  # second run: nothing to do, no error
+        assert current_revision(eng) == head_revision()
+
+        # The migration matches tables.py exactly.
+        with eng.connect() as conn:
+            diff = compare_metadata(
+                MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata
+            )
+        assert diff == []
+    finally:
+        eng.dispose()
+
+
+def test_upgrade_accepts_an_engine_and_downgrade_round_trips(db_url: str) -> None:  # noqa: F811
+    from alembic import command
+
+    eng = make_engine(db_url)
+    try:
+        upgrade_schema(eng)
+        assert current_revision(eng) == head_revision()
+        with eng.begin() as conn:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "base")
+        assert set(sa.inspect(eng).get_table_names()) <= {"alembic_version"}
+        upgrade_schema(eng)
+        assert set(sa.inspect(eng).get_table_names()) >= EXPECTED_TABLES
+    finally:
+        eng.dispose()
+
+
+# --- engine --------------------------------------------------------------------------
+
+
+def test_sqlite_engine_pragmas(tmp_path) -> None:
+    eng = make_engine(f"sqlite:///{tmp_path}/x.db")
+    try:
+        with eng.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert (conn.exec_driver_sql("PRAGMA busy_timeout").scalar() or 0) >= 1000
+    finally:
+        eng.dispose()
+
+
+def test_memory_sqlite_keeps_schema_across_connections() -> None:
+    eng = make_engine("sqlite://")
+    try:
+        upgrade_schema(eng)
+        with session_scope(eng) as s:
+            repo.add_agent(s, "a1", "Agent One")
+        with session_scope(eng) as s:
+            assert [a.agent_id for a in repo.list_agents(s)] == ["a1"]
+    finally:
+        eng.dispose()
+
+
+def test_url_normalisation_and_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert normalize_url("postgresql://u@h:5432/db").drivername == "postgresql+psycopg"
+    assert normalize_url("postgres://u@h/db").drivername == "postgresql+psycopg"
+    assert normalize_url("postgresql+psycopg://u@h/db").drivername == "postgresql+psycopg"
+    assert normalize_url("sqlite:///x.db").drivername == "sqlite"
+    with pytest.raises(ValueError, match="unsupported backend"):
+        make_engine("mysql://u@h/db")
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    assert default_database_url() == "sqlite:///./collections.db"
+    monkeypatch.setenv("DATABASE_URL", "postgresql://postgres@127.0.0.1/x")
+    assert default_database_url() == "postgresql://postgres@127.0.0.1/x"
+
+
+def test_session_scope_commits_or_rolls_back(engine) -> None:  # noqa: F811
+    with session_scope(engine) as s:
+        repo.add_agent(s, "a1", "Agent One")
+    with pytest.raises(RuntimeError), session_scope(engine) as s:
+        repo.add_agent(s, "a2", "Agent Two")
+        raise RuntimeError("boom")
+    with session_scope(engine) as s:
+        assert [a.agent_id for a in repo.list_agents(s)] == ["a1"]
+
+
+# --- column types --------------------------------------------------------------------
+
+
+def test_timestamps_are_aware_utc_and_money_is_bigint(session: Session) -> None:  # noqa: F811
+    shanghai = timezone(timedelta(hours=8))
+    paid_at = datetime(2025, 3, 1, 23, 30, tzinfo=shanghai)
+    big = 9_000_000_000_000_000  # beyond 32 bits
+    session.add(Payment(payment_id="p1", loan_id="L1", amount=big, currency="CNY", paid_at=paid_at))
+    session.commit()
+    session.expunge_all()
+    row = session.get(Payment, 1)
+    assert row is not None
+    assert row.amount == big
+    assert row.paid_at.tzinfo is not None and row.paid_at.utcoffset() == timedelta(0)
+    assert row.paid_at == paid_at
+    assert row.paid_at.hour == 15
+
+
+def test_payment_id_is_unique_in_the_database(session: Session) -> None:  # noqa: F811
+    session.add(Payment(payment_id="p1", loan_id="L1", amount=1, currency="CNY", paid_at=T0))
+    session.commit()
+    session.add(Payment(payment_id="p1", loan_id="L1", amount=1, currency="CNY", paid_at=T0))
+    with pytest.raises(IntegrityError):
+        session.commit()
+    session.rollback()
+
+
+def test_one_open_assignment_per_loan_in_the_database(session: Session) -> None:  # noqa: F811
+    session.add(Assignment(idempotency_key="k1", loan_id="L1", requested_at=T0))
+    session.commit()
+    session.add(Assignment(idempotency_key="k2", loan_id="L1", requested_at=T0))
+    with pytest.raises(IntegrityError):
+        session.commit()
+    session.rollback()
+    row = session.get(Assignment, 1)
+    assert row is not None
+    row.released_at = T0
+    session.add(row)
+    session.add(Assignment(idempotency_key="k2", loan_id="L1", requested_at=T0))
+    session.commit()  # a released row no longer counts
+
+
+# --- borrowers -----------------------------------------------------------------------
+
+
+def test_upsert_and_get_borrower(session: Session) -> None:  # noqa: F811
+    b = BorrowerCreate(borrower_id="B1", name="王小明", phone_mobile="13812345678")
+    repo.upsert_borrower(session, b)
+    session.commit()
+    got = repo.get_borrower(session, "B1")
+    assert got is not None
+    assert (got.name, got.phone_mobile, got.preferred_language) == ("王小明", "13812345678", "zh-CN")
+    assert got.timezone == "Asia/Shanghai"
+
+    repo.upsert_borrower(
+        session,
+        BorrowerCreate(borrower_id="B1", name="王小明", phone_mobile="13900000000", preferred_language="en"),
+    )
+    session.commit()
+    assert repo.count_rows(session, Borrower) == 1
+    got = repo.get_borrower(session, "B1")
+    assert got is not None and got.phone_mobile == "13900000000" and got.preferred_language == "en"
+    assert repo.get_borrower(session, "nobody") is None
+
+
+def test_borrower_bad_input_names_the_field(session: Session) -> None:  # noqa: F811
+    with pytest.raises(ValueError, match="borrower_id"):
+        repo.upsert_borrower(session, BorrowerCreate.model_construct(borrower_id=" ", name="x"))
+    with pytest.raises(ValueError, match="preferred_language"):
+        BorrowerCreate(borrower_id="B1", name="x", preferred_language="fr")
+    with pytest.raises(ValueError, match="name"):
+        repo.upsert_borrower(session, BorrowerCreate(borrower_id="B1", name=""))
+    with pytest.raises(ValueError, match="borrower_id"):
+        repo.get_borrower(session, "")
+
+
+# --- agents --------------------------------------------------------------------------
+
+
+def _queue(s: Session, loan_id: str, at: datetime) -> Assignment:
+    row = Assignment(idempotency_key=f"assign:{loan_id}", loan_id=loan_id, requested_at=at)
+    s.add(row)
+    s.flush()
+    return row
+
+
+def test_add_list_deactivate_agents(session: Session) -> None:  # noqa: F811
+    repo.add_agent(session, "b", "Bea")
+    repo.add_agent(session, "a", "Ann", max_cases=10)
+    session.commit()
+    assert [(a.agent_id, a.name, a.active, a.max_cases) for a in repo.list_agents(session)] == [
+        ("a", "Ann", True, 10),
+        ("b", "Bea", True, None),
+    ]
+    repo.deactivate_agent(session, "a")
+    session.commit()
+    assert [a.agent_id for a in repo.list_agents(session, active_only=True)] == ["b"]
+    # adding again reactivates
+    repo.add_agent(session, "a", "Ann")
+    session.commit()
+    assert [a.agent_id for a in repo.list_agents(session, active_only=True)] == ["a", "b"]
+
+
+def test_agent_bad_input_names_the_field(session: Session) -> None:  # noqa: F811
+    with pytest.raises(ValueError, match="agent_id"):
+        repo.add_agent(session, "", "Ann")
+    with pytest.raises(ValueError, match="name"):
+        repo.add_agent(session, "a", " ")
+    with pytest.raises(ValueError, match="max_cases"):
+        repo.add_agent(session, "a", "Ann", max_cases=0)
+    with pytest.raises(ValueError, match="agent_id"):
+        repo.deactivate_agent(session, "ghost")
+    with pytest.raises(ValueError, match="agent_id"):
+        repo.deactivate_agent(session, "")
+
+
+def test_least_loaded_active_agent(session: Session) -> None:  # noqa: F811
+    assert repo.least_loaded_active_agent(session) is None
+    repo.add_agent(session, "b", "Bea")
+    repo.add_agent(session, "a", "Ann")
+    repo.add_agent(session, "c", "Cai", max_cases=1)
+    got = repo.least_loaded_active_agent(session)
+    assert got is not None and got.agent_id == "a"  # tie -> smallest id
+    for i, agent in enumerate(["a", "a", "b", "c"]):
+        session.add(Assignment(idempotency_key=f"k{i}", loan_id=f"L{i}", agent_id=agent, requested_at=T0))
+    session.flush()
+    # a=2, b=1, c=1 but c is at max_cases
+    got = repo.least_loaded_active_agent(session)
+    assert got is not None and got.agent_id == "b"
+    assert repo.agent_loads(session) == {"a": 2, "b": 1, "c": 1}
+    repo.deactivate_agent(session, "b")
+    # b's case went to the least loaded eligible agent: a (2) vs c (full) -> a
+    assert repo.agent_loads(session) == {"a": 3, "b": 0, "c": 1}
+
+
+def test_queued_cases_are_picked_up_when_an_agent_is_added(session: Session) -> None:  # noqa: F811
+    _queue(session, "L2", T0 + timedelta(hours=1))
+    _queue(session, "L1", T0)
+    _queue(session, "L3", T0 + timedelta(hours=2))
+    session.commit()
+    assert [r.loan_id for r in repo.queued_assignments(session)] == ["L1", "L2", "L3"]
+
+    repo.add_agent(session, "a", "Ann", max_cases=2)  # takes the two oldest
+    session.commit()
+    assert [r.loan_id for r in repo.queued_assignments(session)] == ["L3"]
+    open1 = repo.open_assignment(session, "L1")
+    assert open1 is not None and open1.agent_id == "a" and open1.assigned_at is not None
+
+    repo.add_agent(session, "b", "Bea")
+    session.commit()
+    assert repo.queued_assignments(session) == []
+    open3 = repo.open_assignment(session, "L3")
+    assert open3 is not None and open3.agent_id == "b"
+
+
+def test_deactivating_the_only_agent_requeues_its_cases(session: Session) -> None:  # noqa: F811
+    repo.add_agent(session, "a", "Ann")
+    session.add(Assignment(idempotency_key="k1", loan_id="L1", agent_id="a", requested_at=T0))
+    session.commit()
+    repo.deactivate_agent(session, "a")
+    session.commit()
+    rows = repo.assignments_for_loan(session, "L1")
+    assert [(r.agent_id, r.release_reason) for r in rows] == [("a", "agent_deactivated"), (None, None)]
+    assert [r.loan_id for r in repo.queued_assignments(session)] == ["L1"]
+    repo.add_agent(session, "b", "Bea")
+    session.commit()
+    current = repo.open_assignment(session, "L1")
+    assert current is not None and current.agent_id == "b"
+
+
+def test_agent_foreign_key_is_enforced(session: Session) -> None:  # noqa: F811
+    session.add(Assignment(idempotency_key="k1", loan_id="L1", agent_id="ghost", requested_at=T0))
+    with pytest.raises(IntegrityError):
+        session.commit()
+    session.rollback()
+    assert session.get(Agent, "ghost") is None

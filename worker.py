@@ -1,0 +1,155 @@
+"""The worker: runs LoanCollection workflows and the activities behind them.
+
+    python worker.py
+
+Configuration comes from the environment (settings.py). On start it brings the database
+schema up to date and makes sure every search attribute the workflow upserts is
+registered in its namespace: a workflow that upserts an unregistered attribute is stuck.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import os
+import signal
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
+
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.worker import Worker
+
+from activities.registry import CollectionActivities
+from domain.policy import POLICY_DIR, load_policy
+from models import search
+from models.db import make_engine, upgrade_schema
+from settings import Settings, connect, get_settings
+from workflows.loan_collection import LoanCollection
+
+log = logging.getLogger("worker")
+
+
+class SearchAttributesMissing(RuntimeError):
+    pass
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
+    """Register every search attribute of DESIGN.md that the namespace lacks; returns
+    the names added. Raises SearchAttributesMissing with a clear message if it cannot."""
+    wanted = {key.name: IndexedValueType.ValueType(key.indexed_value_type.value) for key in search.ALL_KEYS}
+    try:
+        listed = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=namespace)
+        )
+        registered = set(listed.custom_attributes)
+    except RPCError as exc:
+        if exc.status is not RPCStatusCode.UNIMPLEMENTED:
+            raise SearchAttributesMissing(
+                f"cannot list search attributes of namespace {namespace!r}: {exc.message}"
+            ) from exc
+        registered = set()  # the time-skipping test server cannot list; adding is enough
+    missing = {name: kind for name, kind in wanted.items() if name not in registered}
+    if not missing:
+        return []
+    try:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+    except RPCError as exc:
+        raise SearchAttributesMissing(
+            f"namespace {namespace!r} lacks search attributes {sorted(missing)} and they cannot "
+            f"be registered here ({exc.message}); register them with `temporal operator "
+            "search-attribute create` (or in Temporal Cloud) and start the worker again"
+        ) from exc
+    return sorted(missing)
+
+
+def preload_policies() -> None:
+    """Read every policy file now, so workflow code never touches the disk."""
+    for path in sorted(POLICY_DIR.glob("*.toml")):
+        for product in (None, "credit", "installment", "auto"):
+            load_policy(path.stem, product)
+
+
+def build_worker(
+    client: Client, task_queue: str, activities: CollectionActivities, executor: ThreadPoolExecutor
+) -> Worker:
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[LoanCollection],
+        activities=activities.all(),
+        activity_executor=executor,
+        graceful_shutdown_timeout=timedelta(seconds=30),
+    )
+
+
+async def run_worker(settings: Settings, *, stop_event: asyncio.Event | None = None) -> None:
+    preload_policies()
+    upgrade_schema(settings.database_url)
+    engine = make_engine(settings.database_url)
+    client = await connect(settings)
+    added = await ensure_search_attributes(client, settings.temporal_namespace)
+    if added:
+        log.info("registered search attributes %s", ", ".join(added))
+    stop = stop_event or asyncio.Event()
+    with ThreadPoolExecutor(max_workers=16) as executor:
+        worker = build_worker(client, settings.temporal_task_queue, CollectionActivities(engine), executor)
+        log.info(
+            "worker polling task queue %r on %s namespace %r",
+            settings.temporal_task_queue,
+            settings.temporal_address,
+            settings.temporal_namespace,
+        )
+        async with worker:
+            await stop.wait()
+        log.info("worker stopped: in-flight activities finished")
+    engine.dispose()
+
+
+def main() -> int:
+    settings = get_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if settings.metrics_port:
+        Runtime.set_default(
+            Runtime(
+                telemetry=TelemetryConfig(
+                    metrics=PrometheusConfig(bind_address=f"0.0.0.0:{settings.metrics_port}")
+                )
+            ),
+            error_if_already_set=False,
+        )
+
+    async def serve() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await run_worker(settings, stop_event=stop)
+            code = 0
+        except SearchAttributesMissing as exc:
+            log.error("%s", exc)
+            code = 2
+        except RuntimeError as exc:
+            log.error("cannot run the worker: %s", exc)
+            code = 1
+        # Let the SDK's threads wind down before the interpreter exits (sdk-python #300).
+        gc.collect()
+        await asyncio.sleep(0.2)
+        return code
+
+    code = asyncio.run(serve())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,490 @@
+"""LoanCollection: one long-running workflow per loan, from disbursal to payoff.
+
+A thin interpreter over domain/planner.py: ask what is next, wait until it is due or a
+message changes the case, run it as an activity, record the outcome, repeat. All rules
+are in domain/; all side effects are activities; this file only sequences.
+"""
+
+import contextlib
+from datetime import datetime, timedelta
+from typing import Any
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, SearchAttributeUpdate
+from temporalio.exceptions import ApplicationError
+
+with workflow.unsafe.imports_passed_through():
+    from activities import names
+    from domain.case import Case, Rejection
+    from domain.enums import CONTACT_KINDS, ActionKind, CollectionStage
+    from domain.ledger import (
+        CaseError,
+        apply_payment,
+        days_past_due,
+        outstanding,
+        overdue_amount,
+        owed_on,
+        stage,
+        today_for,
+    )
+    from domain.onboarding import open_case
+    from domain.planner import Outcome, PlannedAction, next_action, reconcile, record_outcome
+    from domain.policy import PolicyError, load_policy
+    from domain.restructure import restructure
+    from domain.schedule import TermsError
+    from models import search
+    from models.views import (
+        case_view,
+        details_markdown,
+        installments_of,
+        outstanding_of,
+        overdue_since,
+        payment_result,
+        projection,
+    )
+    from models.wire import (
+        AgentOutcome,
+        AgentRelease,
+        AgentRequest,
+        AuditEvent,
+        CarriedCase,
+        CaseFiling,
+        CaseView,
+        ContactOutcome,
+        ContactParams,
+        ContactRequest,
+        LoanRecord,
+        LoanStart,
+        PaymentBooking,
+        PaymentIn,
+        PaymentResult,
+        RestructuringIn,
+        ScheduleSummary,
+    )
+
+WORKFLOW_TYPE = "LoanCollection"
+# Clock skew we accept between a payment gateway's paid_at and the workflow's time.
+PAID_AT_SKEW = timedelta(minutes=5)
+MAX_REJECTIONS_KEPT = 50
+ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=10))
+
+
+@workflow.defn(name=WORKFLOW_TYPE)
+class LoanCollection:
+    @workflow.init
+    def __init__(self, arg: LoanStart | CarriedCase) -> None:
+        start, carried = (arg.start, arg.case) if isinstance(arg, CarriedCase) else (arg, None)
+        self.start = start
+        self.start_error: str | None = None
+        self.case: Case | None = carried
+        self.changed = False
+        self.journal: list[AuditEvent] = []
+        self.bookings: list[PaymentBooking] = []
+        self.published: dict[str, object] = {}
+        self.synced: object = None
+        if carried is None:
+            try:
+                self.case = open_case(
+                    loan_id=start.loan_id,
+                    borrower_id=start.borrower_id,
+                    product=start.product,
+                    currency=start.currency,
+                    principal=start.principal,
+                    annual_rate_bps=start.annual_rate_bps,
+                    term_months=start.term_months,
+                    repayment_method=start.repayment_method,
+                    disbursed_on=start.disbursed_on,
+                    first_due_date=start.first_due_date,
+                    timezone=start.timezone,
+                    policy=load_policy(start.policy, start.product.value),
+                    now=workflow.now(),
+                )
+            except (TermsError, PolicyError) as exc:
+                self.start_error = str(exc)
+
+    # --- The loop ------------------------------------------------------------------------
+
+    @workflow.run
+    async def run(self, arg: LoanStart | CarriedCase) -> CaseView:
+        if self.case is None:
+            raise ApplicationError(
+                f"invalid start input: {self.start_error}", type="InvalidLoan", non_retryable=True
+            )
+        if not isinstance(arg, CarriedCase):
+            start = arg
+            await self._local(
+                names.RECORD_LOAN,
+                LoanRecord(
+                    start=start,
+                    first_due_date=self.case.first_due_date,
+                    installments=installments_of(self.case, workflow.now()),
+                ),
+                summary=f"record loan {start.loan_id} and its schedule",
+            )
+            self._audit("opened", f"loan opened in stage {self._stage().value}", "start")
+        while True:
+            now = workflow.now()
+            self.case = reconcile(self._case, now)
+            await self._flush(now)
+            action = next_action(self._case, self._case.policy, now)
+            if action is None:
+                break
+            if workflow.info().is_continue_as_new_suggested():
+                await workflow.wait_condition(workflow.all_handlers_finished)
+                await self._flush(workflow.now())
+                workflow.continue_as_new(CarriedCase(start=self.start, case=self._case))
+            if action.at > now:
+                self.changed = False
+                with contextlib.suppress(TimeoutError):
+                    await workflow.wait_condition(
+                        lambda: self.changed, timeout=action.at - now, timeout_summary=action.summary
+                    )
+                continue  # plan again: the time came, or a message changed the case
+            outcome = await self._execute(action)
+            self.case = record_outcome(self._case, action, outcome, workflow.now())
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        await self._flush(workflow.now())
+        return case_view(self._case, workflow.now())
+
+    @property
+    def _case(self) -> Case:
+        assert self.case is not None
+        return self.case
+
+    def _stage(self) -> CollectionStage:
+        return stage(self._case, today_for(self._case, workflow.now()))
+
+    # --- Actions ------------------------------------------------------------------------
+
+    async def _execute(self, action: PlannedAction) -> Outcome:
+        case = self._case
+        now = workflow.now()
+        today = today_for(case, now)
+        kind = action.kind
+        if kind is ActionKind.REFRESH:
+            return Outcome()
+        if kind in CONTACT_KINDS:
+            inst = next((i for i in case.installments if i.seq == action.installment_seq), None)
+            amount = (
+                owed_on(case, inst, today).total
+                if kind is ActionKind.REMINDER and inst
+                else overdue_amount(case, today)
+            )
+            params = ContactParams(
+                amount=amount,
+                currency=case.currency,
+                due_date=inst.due_date if inst else None,
+                days_past_due=days_past_due(case, today),
+                installment_seq=action.installment_seq,
+                report_on=(today + timedelta(days=case.policy.credit_notice_lead_days))
+                if kind is ActionKind.CREDIT_NOTICE
+                else None,
+            )
+            assert action.channel is not None and action.template is not None
+            result: ContactOutcome = await self._local(
+                names.SEND_CONTACT,
+                ContactRequest(
+                    key=action.key,
+                    loan_id=case.loan_id,
+                    borrower_id=case.borrower_id,
+                    kind=kind,
+                    channel=action.channel,
+                    template=action.template,
+                    scheduled_at=action.at,
+                    params=params,
+                ),
+                summary=action.summary,
+                result_type=ContactOutcome,
+            )
+            delivered = result.status == "delivered"
+            if kind is ActionKind.CREDIT_NOTICE and delivered:
+                await self._file(action, now)
+            return Outcome(
+                delivered=delivered, dialed=result.dialed, connected=result.connected, line=result.line
+            )
+        if kind is ActionKind.ASSIGN_AGENT:
+            assigned: AgentOutcome = await self._local(
+                names.ASSIGN_AGENT,
+                AgentRequest(
+                    key=action.key,
+                    loan_id=case.loan_id,
+                    borrower_id=case.borrower_id,
+                    days_past_due=days_past_due(case, today),
+                    overdue=overdue_amount(case, today),
+                    at=now,
+                ),
+                summary=action.summary,
+                result_type=AgentOutcome,
+            )
+            return Outcome(agent_id=assigned.agent_id)
+        if kind is ActionKind.RELEASE_AGENT:
+            await self._local(
+                names.RELEASE_AGENT,
+                AgentRelease(
+                    key=action.key,
+                    loan_id=case.loan_id,
+                    agent_id=case.assigned_agent,
+                    reason="paid off" if case.closed else "cured",
+                    at=now,
+                ),
+                summary=action.summary,
+            )
+            return Outcome()
+        await self._file(action, now)
+        return Outcome()
+
+    async def _file(self, action: PlannedAction, now: datetime) -> None:
+        case = self._case
+        today = today_for(case, now)
+        await self._local(
+            names.FILE_CASE_ACTION,
+            CaseFiling(
+                key=action.key,
+                loan_id=case.loan_id,
+                borrower_id=case.borrower_id,
+                kind=action.kind,
+                at=now,
+                days_past_due=days_past_due(case, today),
+                overdue=overdue_amount(case, today),
+                outstanding=outstanding_of(case, now),
+                currency=case.currency,
+                detail=action.summary,
+            ),
+            summary=action.summary,
+        )
+
+    async def _local(
+        self, activity: str, arg: object, *, summary: str, result_type: type | None = None
+    ) -> Any:
+        # Local activities: each side effect is one marker event in history instead of
+        # three activity events plus a workflow task, which keeps a 10-year loan well
+        # inside the history budget. Each activity is idempotent by its business key.
+        return await workflow.execute_local_activity(
+            activity,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=timedelta(seconds=30),
+            retry_policy=ACTIVITY_RETRY,
+            summary=summary[:400],
+        )
+
+    # --- Bookkeeping: audit, payments booked, projection, search attributes ---------------
+
+    def _audit(self, event: str, detail: str, source: str) -> None:
+        now = workflow.now()
+        key = f"{self._case.loan_id}/audit/{event}/{source}/{now.isoformat()}/{len(self.journal)}"
+        self.journal.append(
+            AuditEvent(key=key, loan_id=self._case.loan_id, at=now, event=event, detail=detail, source=source)
+        )
+
+    async def _flush(self, now: datetime) -> None:
+        """Write what messages queued (payments, audit), then the projection and the
+        search attributes if they changed."""
+        while self.bookings:
+            booking = self.bookings.pop(0)
+            await self._local(names.BOOK_PAYMENT, booking, summary=f"book payment {booking.payment_id}")
+        while self.journal:
+            event = self.journal.pop(0)
+            await self._local(names.WRITE_AUDIT, event, summary=f"audit: {event.event}")
+        snapshot = projection(self._case, now)
+        fingerprint = snapshot.model_dump(exclude={"as_of", "next_action_at", "next_action_kind"})
+        if fingerprint != self.synced:
+            await self._local(names.SYNC_LOAN, snapshot, summary=f"sync loan: {snapshot.stage.value}")
+            self.synced = fingerprint
+        self._publish(now)
+
+    def _publish(self, now: datetime) -> None:
+        case = self._case
+        view = case_view(case, now)
+        values: dict[str, object] = {
+            "CollectionStage": view.stage.value,
+            "DaysPastDue": view.days_past_due,
+            "AmountOverdue": view.overdue,
+            "OutstandingBalance": view.outstanding.total,
+            "AssignedAgent": view.assigned_agent,
+            "NextActionAt": view.next_action.at if view.next_action else None,
+            "OverdueSince": overdue_since(case, now),
+        }
+        if not self.published:
+            values |= {
+                "LoanId": case.loan_id,
+                "BorrowerId": case.borrower_id,
+                "LoanProduct": case.product.value,
+            }
+        updates: list[SearchAttributeUpdate] = []
+        for key in search.ALL_KEYS:
+            name = key.name
+            if name not in values or self.published.get(name, ...) == values[name]:
+                continue
+            value = values[name]
+            updates.append(key.value_unset() if value is None else key.value_set(value))  # type: ignore[arg-type]
+            self.published[name] = value
+        if updates:
+            workflow.upsert_search_attributes(updates)
+            workflow.set_current_details(details_markdown(view, case.currency))
+
+    # --- Messages ------------------------------------------------------------------------
+
+    def _check_payment(self, payment: PaymentIn) -> None:
+        """Raises CaseError naming the field; changes nothing."""
+        case = self._case
+        if payment.payment_id in case.payments:
+            return  # answered as a duplicate
+        if case.closed:
+            raise CaseError("loan_id", f"loan {case.loan_id} is closed (paid off)")
+        if payment.currency is not None and payment.currency != case.currency:
+            raise CaseError("currency", f"{payment.currency} is not the loan's currency {case.currency}")
+        if isinstance(payment.amount, bool) or payment.amount <= 0:
+            raise CaseError("amount", f"must be an integer > 0 in minor units (got {payment.amount})")
+        now = workflow.now()
+        paid_at = payment.paid_at or now
+        if paid_at.tzinfo is None:
+            raise CaseError("paid_at", "must carry a UTC offset, e.g. 2026-03-01T10:00:00+08:00")
+        if paid_at > now + PAID_AT_SKEW:
+            raise CaseError("paid_at", f"{paid_at.isoformat()} is in the future")
+        if today_for(case, paid_at) < case.disbursed_on:
+            raise CaseError("paid_at", "is before the loan was disbursed")
+        payoff = outstanding(case, today_for(case, paid_at)).total
+        if payment.amount > payoff:
+            raise CaseError("amount", f"{payment.amount} is above the payoff amount {payoff}")
+
+    def _apply_payment(self, payment: PaymentIn, source: str) -> PaymentResult:
+        case = self._case
+        now = workflow.now()
+        if payment.payment_id in case.payments:
+            return payment_result(
+                case, payment.payment_id, case.payments[payment.payment_id], now, duplicate=True
+            )
+        paid_at = payment.paid_at or now
+        case, allocation = apply_payment(case, payment.amount, paid_at)
+        case = case.model_copy(update={"payments": {**case.payments, payment.payment_id: allocation}})
+        self.case = reconcile(case, now)
+        self.bookings.append(
+            PaymentBooking(
+                loan_id=case.loan_id,
+                payment_id=payment.payment_id,
+                amount=payment.amount,
+                currency=case.currency,
+                paid_at=paid_at,
+                channel=payment.channel,
+                allocation=payment_result(case, payment.payment_id, allocation, now, False).allocation,
+            )
+        )
+        self._audit(
+            "payment",
+            f"payment {payment.payment_id} of {payment.amount} applied: {allocation.model_dump()}",
+            source,
+        )
+        self.changed = True
+        return payment_result(self._case, payment.payment_id, allocation, now, duplicate=False)
+
+    def _reject(self, message: str, ref: str | None, reason: str) -> None:
+        rejection = Rejection(at=workflow.now(), message=message, ref=ref, reason=reason)
+        kept = [*self._case.rejections, rejection][-MAX_REJECTIONS_KEPT:]
+        self.case = self._case.model_copy(update={"rejections": kept})
+        self._audit("rejected", f"{message} {ref or ''} rejected: {reason}", f"signal:{message}")
+        self.changed = True
+
+    @workflow.update(name="record_payment")
+    def record_payment(self, payment: PaymentIn) -> PaymentResult:
+        try:
+            self._check_payment(payment)
+            return self._apply_payment(payment, "update:record_payment")
+        except CaseError as exc:  # state changed between validator and handler
+            raise ApplicationError(str(exc), type="InvalidPayment") from exc
+
+    @record_payment.validator
+    def _validate_payment(self, payment: PaymentIn) -> None:
+        if self.case is None:
+            raise ApplicationError(f"loan not opened: {self.start_error}", type="InvalidLoan")
+        try:
+            self._check_payment(payment)
+        except CaseError as exc:
+            raise ApplicationError(str(exc), type="InvalidPayment") from exc
+
+    @workflow.signal(name="payment_received")
+    def payment_received(self, payment: PaymentIn) -> None:
+        if self.case is None:
+            return
+        try:
+            self._check_payment(payment)
+            self._apply_payment(payment, "signal:payment_received")
+        except CaseError as exc:
+            self._reject("payment_received", payment.payment_id, str(exc))
+
+    def _check_restructuring(self, req: RestructuringIn) -> None:
+        if any(r.restructuring_id == req.restructuring_id for r in self._case.restructurings):
+            return
+        self._restructured(req)  # pure: validates by computing, the result is dropped
+
+    def _restructured(self, req: RestructuringIn) -> Case:
+        return restructure(
+            self._case,
+            restructuring_id=req.restructuring_id,
+            kind=req.kind,
+            approved_by=req.approved_by,
+            approval_ref=req.approval_ref,
+            extension_days=req.extension_days,
+            new_term_months=req.new_term_months,
+            waive_penalty=req.waive_penalty,
+            waive_amount=req.waive_amount,
+            now=workflow.now(),
+        )
+
+    def _apply_restructuring(self, req: RestructuringIn, source: str) -> ScheduleSummary:
+        duplicate = any(r.restructuring_id == req.restructuring_id for r in self._case.restructurings)
+        if not duplicate:
+            self.case = reconcile(self._restructured(req), workflow.now())
+            last = self._case.restructurings[-1]
+            self._audit(
+                "restructuring",
+                f"{last.detail}; approved by {last.approved_by} ({last.approval_ref})",
+                source,
+            )
+            self.changed = True
+        now = workflow.now()
+        case = self._case
+        today = today_for(case, now)
+        return ScheduleSummary(
+            restructuring_id=req.restructuring_id,
+            kind=req.kind,
+            duplicate=duplicate,
+            outstanding=outstanding_of(case, now),
+            overdue=overdue_amount(case, today),
+            days_past_due=days_past_due(case, today),
+            stage=stage(case, today),
+            installments=installments_of(case, now),
+        )
+
+    @workflow.update(name="apply_restructuring")
+    def apply_restructuring(self, req: RestructuringIn) -> ScheduleSummary:
+        try:
+            self._check_restructuring(req)
+            return self._apply_restructuring(req, "update:apply_restructuring")
+        except CaseError as exc:
+            raise ApplicationError(str(exc), type="InvalidRestructuring") from exc
+
+    @apply_restructuring.validator
+    def _validate_restructuring(self, req: RestructuringIn) -> None:
+        if self.case is None:
+            raise ApplicationError(f"loan not opened: {self.start_error}", type="InvalidLoan")
+        try:
+            self._check_restructuring(req)
+        except CaseError as exc:
+            raise ApplicationError(str(exc), type="InvalidRestructuring") from exc
+
+    @workflow.signal(name="restructuring_approved")
+    def restructuring_approved(self, req: RestructuringIn) -> None:
+        if self.case is None:
+            return
+        try:
+            self._check_restructuring(req)
+            self._apply_restructuring(req, "signal:restructuring_approved")
+        except CaseError as exc:
+            self._reject("restructuring_approved", req.restructuring_id, str(exc))
+
+    @workflow.query(name="state")
+    def state(self) -> CaseView:
+        if self.case is None:
+            raise ApplicationError(f"loan not opened: {self.start_error}", type="InvalidLoan")
+        return case_view(self._case, workflow.now())
