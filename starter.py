@@ -34,6 +34,7 @@ from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
     WorkflowUpdateRPCTimeoutOrCancelledError,
 )
@@ -43,7 +44,6 @@ from temporalio.common import (
     WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -73,6 +73,7 @@ from models.wire import (
     ScheduleSummary,
 )
 from settings import WORKFLOW_TYPE, Settings, get_settings, workflow_id
+from settings import connect as settings_connect
 
 EXIT_OK = 0
 EXIT_REFUSED = 1
@@ -157,7 +158,8 @@ def validate_start(data: Any) -> LoanStart:
     if not isinstance(data, dict):
         raise ValueError(f"(record): expected a JSON object, got {type(data).__name__}")
     try:
-        start = LoanStart.model_validate(data)
+        # Strict: "12000" or 12000.0 for an amount is a mistake to report, not to guess.
+        start = LoanStart.model_validate_json(json.dumps(data), strict=True)
     except ValidationError as exc:
         raise ValueError(_pydantic_message(exc)) from None
     try:
@@ -270,28 +272,16 @@ def start_search_attributes(start: LoanStart) -> TypedSearchAttributes:
 
 
 async def connect(settings: Settings | None = None) -> Client:
-    """A client with the Pydantic data converter. Address and namespace come from
-    `settings`; TLS, API key and profile from the SDK's environment configuration."""
+    """A client with the Pydantic data converter (`settings.connect`: a temporal.toml
+    profile for TLS / API keys / Temporal Cloud, then TEMPORAL_ADDRESS and
+    TEMPORAL_NAMESPACE). An unreachable server is a one-line CLIError naming the address."""
     settings = settings or get_settings()
-    extra: dict[str, Any] = {}
     try:
-        from temporalio.envconfig import ClientConfigProfile
-
-        extra = dict(ClientConfigProfile.load().to_client_connect_config())
-    except Exception as exc:  # a broken profile file must say so, not hide
-        raise CLIError(f"Temporal client configuration: {exc}") from None
-    extra.pop("target_host", None)
-    extra.pop("namespace", None)
-    try:
-        return await Client.connect(
-            settings.temporal_address,
-            namespace=settings.temporal_namespace,
-            data_converter=pydantic_data_converter,
-            **extra,
-        )
+        return await settings_connect(settings)
     except Exception as exc:
-        reason = str(exc).split("(", 1)[0].removeprefix("Failed client connect: ").strip()
-        if "onnection refused" in str(exc):
+        text = str(exc)
+        reason = text.removeprefix("Failed client connect: ").split("(", 1)[0].strip() or type(exc).__name__
+        if "onnection refused" in text:
             reason = "connection refused"
         raise CLIError(
             f"cannot reach the Temporal server at {settings.temporal_address} "
@@ -320,6 +310,11 @@ def rpc_error(exc: RPCError, loan_id: str, settings: Settings) -> CLIError:
             f"no answer for loan {loan_id} in time: is a worker running on task queue "
             f"{settings.temporal_task_queue}? ({exc.message})"
         )
+    if "Workflow Task in failed state" in exc.message:
+        return CLIError(
+            f"loan {loan_id}: its workflow is failing its tasks, so it cannot answer now; see the "
+            f"worker's log ({exc.message})"
+        )
     return CLIError(f"loan {loan_id}: {exc.message}")
 
 
@@ -341,6 +336,8 @@ async def _answer(call: Awaitable[T], loan_id: str, settings: Settings, wait_sec
             f"no answer from loan {loan_id}: is a worker running on task queue "
             f"{settings.temporal_task_queue}?"
         ) from None
+    except WorkflowQueryFailedError as exc:
+        raise CLIError(f"loan {loan_id}: the workflow could not answer the query: {exc.message}") from None
     except RPCError as exc:
         raise rpc_error(exc, loan_id, settings) from None
 
@@ -554,7 +551,6 @@ async def cmd_pay(args: argparse.Namespace, settings: Settings) -> int:
         handle.execute_update(
             "record_payment",
             payment,
-            id=f"record_payment:{payment.payment_id}",
             result_type=PaymentResult,
         ),
         args.loan_id,
@@ -650,7 +646,6 @@ async def cmd_restructure(args: argparse.Namespace, settings: Settings) -> int:
         handle.execute_update(
             "apply_restructuring",
             req,
-            id=f"apply_restructuring:{req.restructuring_id}",
             result_type=ScheduleSummary,
         ),
         args.loan_id,
@@ -739,6 +734,8 @@ def build_list_query(
         clauses.append(f"{ASSIGNED_AGENT.name} = {_quote(agent)}")
     if open_only:
         clauses.append('ExecutionStatus = "Running"')
+    else:  # a loan that continued-as-new has one closed run per continuation: skip them
+        clauses.append('ExecutionStatus != "ContinuedAsNew"')
     return " AND ".join(clauses)
 
 
@@ -780,6 +777,7 @@ async def cmd_list(args: argparse.Namespace, settings: Settings) -> int:
         rows = await list_cases(client, query, args.limit)
     except RPCError as exc:
         raise CLIError(f"visibility query {query!r} refused: {exc.message}") from None
+    rows.sort(key=lambda r: (r["status"] != "running", -(r["days_past_due"] or 0), r["loan_id"]))
     if args.json:
         print(json.dumps(rows, indent=2, ensure_ascii=False))
         return EXIT_OK
@@ -885,7 +883,7 @@ def cmd_borrowers(args: argparse.Namespace, settings: Settings) -> int:
     try:
         zone(args.timezone)
     except CalendarError as exc:
-        raise CLIError(f"--timezone: {exc}", EXIT_BAD_INPUT) from None
+        raise CLIError(f"--timezone: {str(exc).split(': ', 1)[-1]}", EXIT_BAD_INPUT) from None
     engine = _engine(settings)
     try:
         with session_scope(engine) as session:

@@ -27,6 +27,7 @@ from models.wire import (
     AgentRelease,
     AgentRequest,
     AuditEvent,
+    CaseEvents,
     CaseFiling,
     ContactOutcome,
     ContactRequest,
@@ -76,6 +77,17 @@ class CollectionActivities:
     def write_audit(self, ev: AuditEvent) -> None:
         audit.write_audit(self.engine, ev)
 
+    @activity.defn(name=names.RECORD_CASE_EVENTS)
+    def record_case_events(self, events: CaseEvents) -> None:
+        # Each part is idempotent by its own key, so a retry after a partial write
+        # completes the rest and duplicates nothing.
+        for booking in events.payments:
+            ledger.book_payment(self.engine, booking)
+        for entry in events.audit:
+            audit.write_audit(self.engine, entry)
+        if events.projection is not None:
+            ledger.sync_loan(self.engine, events.projection)
+
     def all(self) -> list[Callable[..., Any]]:
         """The bound activity callables, for `Worker(activities=...)`."""
         return [
@@ -87,4 +99,5 @@ class CollectionActivities:
             self.release_agent,
             self.file_case_action,
             self.write_audit,
+            self.record_case_events,
         ]

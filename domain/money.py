@@ -57,7 +57,7 @@ def parse_amount(text: str, currency: str = "CNY", field: str = "amount") -> int
         raise MoneyError(f"{field}: {text!r} is not an amount like 1234.56")
     try:
         value = Decimal(cleaned)
-    except InvalidOperation as exc:  # pragma: no cover - guarded by the character check
+    except InvalidOperation as exc:  # e.g. '.', which passes the character check
         raise MoneyError(f"{field}: {text!r} is not an amount like 1234.56") from exc
     exponent = CURRENCY_EXPONENT[currency]
     scaled = value.scaleb(exponent)

@@ -4,7 +4,9 @@
 the action is due (or a message changes the case), executes it, records the outcome with
 `record_outcome`, and asks again. Rules:
 - Ladder thresholds are anchored to absolute dates (the oldest unpaid due date + N days),
-  so a late wake-up runs what is due, in order, and never skips a stage.
+  so a late wake-up runs what is due, in order, and never skips a stage. No action is
+  planned before `now`: what is overdue is due now, so successive actions never go back
+  in time.
 - Contacts happen only inside the contact window (borrower local time): an action due at
   03:00 moves to the window's opening, never dropped.
 - Voice calls respect the call caps; a call over a cap is deferred to the first moment
@@ -224,9 +226,13 @@ def _late_start_owed(case: Case, policy: Policy, episode: Episode, now: datetime
     return owed
 
 
-def _applies(case: Case, policy: Policy, step: LadderStep, now: datetime) -> bool:
+def _applies(case: Case, policy: Policy, step: LadderStep, nominal: datetime) -> bool:
     if step.kind is ActionKind.FIELD_VISIT:
-        return overdue_amount(case, today_for(case, now)) >= policy.field_visit_min_overdue
+        # Judged on the step's own day (DPD 61), like every threshold: not on the evening
+        # before it is planned, nor weeks later when penalty or a newly missed installment
+        # lifts the overdue over the line (a visit would then pop up at DPD 62 or 90).
+        day = local_date(nominal, case.timezone)
+        return overdue_amount(case, day) >= policy.field_visit_min_overdue
     if step.kind is ActionKind.CHARGE_OFF:
         return not case.charged_off
     if step.kind is ActionKind.LEGAL_REFERRAL:
@@ -259,16 +265,18 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
     stale = {s.id for s in due_contacts[:-1] if s.kind is not ActionKind.CREDIT_NOTICE}
     actions = []
     for step in pending:
-        if step.id in stale or not _applies(case, policy, step, now):
-            continue
         nominal = _nominal(case, episode, step)
-        at = nominal
+        if step.id in stale or not _applies(case, policy, step, nominal):
+            continue
+        # Never before now: a step owed since a past moment (late wake-up, or a field visit
+        # that only now qualifies) is due now, and successive actions never go back in time.
+        at = max(nominal, now)
         if step.kind is ActionKind.CREDIT_REPORT:
             if episode.credit_noticed_at is None:
                 continue  # no notice, no report
             at = max(at, episode.credit_noticed_at + timedelta(days=policy.credit_notice_lead_days))
         if step.is_contact:
-            at = in_window(policy, case.timezone, max(at, now))
+            at = in_window(policy, case.timezone, at)
         if step.kind is ActionKind.VOICE_CALL:
             at = call_allowed_at(policy, case.timezone, case.call_log, at)
         actions.append(

@@ -267,3 +267,13 @@ class CarriedCase(Wire):
 
     start: LoanStart
     case: Case
+
+
+class CaseEvents(Wire):
+    """record_case_events: what the workflow has to write down after handling messages
+    or acting — payments booked, audit entries and the loan projection — in one call,
+    so bookkeeping costs one history event however much happened."""
+
+    payments: list[PaymentBooking] = Field(default_factory=list)
+    audit: list[AuditEvent] = Field(default_factory=list)
+    projection: LoanProjection | None = None

@@ -23,6 +23,7 @@ from activities.registry import CollectionActivities
 from models import search
 from models.db import make_engine, upgrade_schema
 from tests.db_fixtures import db_url, engine, session  # noqa: F401  (fixtures)
+from tests.loans import terminate_started
 from worker import ensure_search_attributes, preload_policies
 from workflows.loan_collection import LoanCollection
 
@@ -87,4 +88,7 @@ async def running_worker(client: Client, task_queue: str, db: Engine) -> AsyncIt
             activities=activities.all(),
             activity_executor=executor,
         ):
-            yield activities
+            try:
+                yield activities
+            finally:
+                await terminate_started()

@@ -7,6 +7,7 @@ from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from temporalio.client import Client, WorkflowHandle
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from models.wire import CaseView, LoanStart
@@ -34,17 +35,37 @@ def loan_start(disbursed_on: date, **overrides: object) -> LoanStart:
     return LoanStart.model_validate(fields)
 
 
-async def start_loan(client: Client, task_queue: str, start: LoanStart) -> WorkflowHandle[LoanCollection, CaseView]:
-    return await client.start_workflow(
+# Loans started by the current test: terminated when its worker stops, because a loan
+# left running keeps timers that stall the time-skipping server for the next test.
+STARTED: list[WorkflowHandle[LoanCollection, CaseView]] = []
+
+
+async def start_loan(
+    client: Client, task_queue: str, start: LoanStart
+) -> WorkflowHandle[LoanCollection, CaseView]:
+    handle = await client.start_workflow(
         LoanCollection.run,
         start,
         id=f"loan-{start.loan_id}",
         task_queue=task_queue,
         result_type=CaseView,
     )
+    STARTED.append(handle)
+    return handle
 
 
-async def sleep_until_local(env: WorkflowEnvironment, day: date, hour: int = 12, tz: str = "Asia/Shanghai") -> None:
+async def terminate_started() -> None:
+    while STARTED:
+        handle = STARTED.pop()
+        try:
+            await handle.terminate("test finished")
+        except RPCError:
+            pass  # already completed
+
+
+async def sleep_until_local(
+    env: WorkflowEnvironment, day: date, hour: int = 12, tz: str = "Asia/Shanghai"
+) -> None:
     """Advance the time-skipping clock to `day` at `hour` local time."""
     target = datetime(day.year, day.month, day.day, hour, tzinfo=ZoneInfo(tz))
     now = await env.get_current_time()

@@ -240,7 +240,7 @@ def test_payment_refusals(amount: object, field: str, message: str) -> None:
         (NY, date(2024, 3, 10), utc(2024, 3, 11, 4, 0), 1, InstallmentStatus.OVERDUE),
         # Due on the fall-back day (2024-11-03, EDT -> EST): the next midnight is 05:00Z.
         (NY, date(2024, 11, 3), utc(2024, 11, 4, 4, 59), 0, InstallmentStatus.DUE),
-        (NY, date(2024, 11, 4 - 1), utc(2024, 11, 4, 5, 0), 1, InstallmentStatus.OVERDUE),
+        (NY, date(2024, 11, 3), utc(2024, 11, 4, 5, 0), 1, InstallmentStatus.OVERDUE),
         # DPD counted across the DST change: Mar 1 .. Mar 31 local is 30 days.
         (NY, date(2024, 3, 1), utc(2024, 3, 31, 12), 30, InstallmentStatus.OVERDUE),
         # Feb 29: due on the leap day; Mar 1 is DPD 1, Mar 30 is DPD 30.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from domain.money import MoneyError, format_amount, parse_amount, require_positive, round_half_up
@@ -136,7 +138,7 @@ def test_parse_amount_refuses(text: str, currency: str, message: str) -> None:
     ],
     ids=["parse", "format"],
 )
-def test_unknown_currency_names_the_field(call) -> None:  # type: ignore[no-untyped-def]
+def test_unknown_currency_names_the_field(call: Callable[[], object]) -> None:
     with pytest.raises(MoneyError, match=r"^currency: unknown currency 'XXX'"):
         call()
 

@@ -193,7 +193,17 @@ def test_validation_errors_name_the_field(change: dict[str, Any], field: str, me
         ({"first_due_date": date(2025, 1, 15)}, date(2025, 1, 15)),
         ({"currency": "JPY", "timezone": "America/New_York"}, date(2024, 2, 15)),
     ],
-    ids=["good", "default-due", "term-1", "term-120", "rate-at-max", "rate-0", "next-day", "a-year", "jpy-ny"],
+    ids=[
+        "good",
+        "default-due",
+        "term-1",
+        "term-120",
+        "rate-at-max",
+        "rate-0",
+        "next-day",
+        "a-year",
+        "jpy-ny",
+    ],
 )
 def test_valid_terms_at_the_limits(change: dict[str, Any], expected: date) -> None:
     assert validate_loan_terms(**(GOOD | change)) == expected

@@ -48,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         AgentRequest,
         AuditEvent,
         CarriedCase,
+        CaseEvents,
         CaseFiling,
         CaseView,
         ContactOutcome,
@@ -82,6 +83,7 @@ class LoanCollection:
         self.bookings: list[PaymentBooking] = []
         self.published: dict[str, object] = {}
         self.synced: object = None
+        self.last_stage: CollectionStage | None = None
         if carried is None:
             try:
                 self.case = open_case(
@@ -134,6 +136,9 @@ class LoanCollection:
                 await self._flush(workflow.now())
                 workflow.continue_as_new(CarriedCase(start=self.start, case=self._case))
             if action.at > now:
+                # Publish only when the case is settled until the next wake, so the
+                # search attributes change once per wake, not once per step.
+                self._publish(now)
                 self.changed = False
                 with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(
@@ -144,6 +149,7 @@ class LoanCollection:
             self.case = record_outcome(self._case, action, outcome, workflow.now())
         await workflow.wait_condition(workflow.all_handlers_finished)
         await self._flush(workflow.now())
+        self._publish(workflow.now())
         return case_view(self._case, workflow.now())
 
     @property
@@ -278,20 +284,35 @@ class LoanCollection:
         )
 
     async def _flush(self, now: datetime) -> None:
-        """Write what messages queued (payments, audit), then the projection and the
-        search attributes if they changed."""
-        while self.bookings:
-            booking = self.bookings.pop(0)
-            await self._local(names.BOOK_PAYMENT, booking, summary=f"book payment {booking.payment_id}")
-        while self.journal:
-            event = self.journal.pop(0)
-            await self._local(names.WRITE_AUDIT, event, summary=f"audit: {event.event}")
+        """Write down what happened since the last flush (payments, audit, the projection
+        if it changed) in one activity."""
+        current = self._stage()
+        if self.last_stage is not None and current is not self.last_stage:
+            self._audit("stage", f"{self.last_stage.value} -> {current.value}", "rule:stage")
+        self.last_stage = current
         snapshot = projection(self._case, now)
-        fingerprint = snapshot.model_dump(exclude={"as_of", "next_action_at", "next_action_kind"})
-        if fingerprint != self.synced:
-            await self._local(names.SYNC_LOAN, snapshot, summary=f"sync loan: {snapshot.stage.value}")
+        # Interest of a new period appears in the payoff as days pass; that alone is not
+        # worth a write. The projection is rewritten (outstanding included, as of
+        # `as_of`) whenever stage, DPD, overdue, agent, schedule or payments change.
+        fingerprint = snapshot.model_dump(
+            exclude={"as_of", "next_action_at", "next_action_kind", "outstanding"}
+        )
+        changed = fingerprint != self.synced
+        if self.bookings or self.journal or changed:
+            events = CaseEvents(
+                payments=self.bookings, audit=self.journal, projection=snapshot if changed else None
+            )
+            self.bookings, self.journal = [], []
+            await self._local(names.RECORD_CASE_EVENTS, events, summary=self._events_summary(events))
             self.synced = fingerprint
-        self._publish(now)
+
+    @staticmethod
+    def _events_summary(events: CaseEvents) -> str:
+        parts = [f"payment {p.payment_id}" for p in events.payments]
+        parts += [e.event for e in events.audit if e.event != "payment"]
+        if events.projection is not None:
+            parts.append(f"projection {events.projection.stage.value} DPD {events.projection.days_past_due}")
+        return "record: " + ", ".join(parts)
 
     def _publish(self, now: datetime) -> None:
         case = self._case

