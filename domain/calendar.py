@@ -49,8 +49,12 @@ def add_months(anchor: date, months: int, day_of_month: int | None = None) -> da
 
 
 def parse_hhmm(text: str, field: str) -> time:
+    """'08:00' as policy files write it, or '08:00:00' as a serialized policy carried
+    across continue-as-new comes back."""
     try:
-        hours, minutes = text.split(":")
+        hours, minutes, *seconds = text.split(":")
+        if seconds not in ([], ["00"]):
+            raise ValueError("seconds")
         return time(int(hours), int(minutes))
     except (ValueError, TypeError) as exc:
         raise CalendarError(f"{field}: {text!r} is not a time like 08:00") from exc

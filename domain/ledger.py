@@ -230,7 +230,10 @@ def apply_payment(case: Case, amount: int, paid_at: datetime) -> tuple[Case, Com
         else:
             principal = _take(left - penalty, remaining_principal(inst))
             share = Components(penalty=penalty, principal=principal)
-            if principal and principal == remaining_principal(inst):
+            # Its period has not begun: once the payment reaches it and repays all its
+            # principal (possibly none, on a tiny loan), its interest is not owed.
+            reached = principal > 0 or left - penalty > 0
+            if reached and principal == remaining_principal(inst):
                 forgiven += remaining_interest(inst)
                 fee_waived += remaining_fee(inst)
         left -= share.total

@@ -268,8 +268,8 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
         nominal = _nominal(case, episode, step)
         if step.id in stale or not _applies(case, policy, step, nominal):
             continue
-        # Never before now: a step owed since a past moment (late wake-up, or a field visit
-        # that only now qualifies) is due now, and successive actions never go back in time.
+        # Never before now: a step owed since a past moment (a late wake-up or a late start)
+        # is due now, and successive actions never go back in time.
         at = max(nominal, now)
         if step.kind is ActionKind.CREDIT_REPORT:
             if episode.credit_noticed_at is None:

@@ -19,6 +19,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities.delivery import Deliverer
 from activities.registry import CollectionActivities
 from models import search
 from models.db import make_engine, upgrade_schema
@@ -78,8 +79,18 @@ def wf_db(tmp_path: Path) -> Iterator[Engine]:
 
 
 @asynccontextmanager
-async def running_worker(client: Client, task_queue: str, db: Engine) -> AsyncIterator[CollectionActivities]:
-    activities = CollectionActivities(db)
+async def running_worker(
+    client: Client,
+    task_queue: str,
+    db: Engine,
+    *,
+    deliverer: Deliverer | None = None,
+    terminate_loans: bool = True,
+    sticky: bool = True,
+) -> AsyncIterator[CollectionActivities]:
+    """A worker with the real activities; on exit the test's loans are terminated unless
+    `terminate_loans=False` (a test that stops one worker and starts another)."""
+    activities = CollectionActivities(db, deliverer)
     with ThreadPoolExecutor(max_workers=8) as executor:
         async with Worker(
             client,
@@ -87,8 +98,12 @@ async def running_worker(client: Client, task_queue: str, db: Engine) -> AsyncIt
             workflows=[LoanCollection],
             activities=activities.all(),
             activity_executor=executor,
+            # A worker that will be stopped mid-case must not keep the case on its own
+            # sticky queue, or the next worker waits for that queue to time out.
+            max_cached_workflows=1000 if sticky else 0,
         ):
             try:
                 yield activities
             finally:
-                await terminate_started()
+                if terminate_loans:
+                    await terminate_started()

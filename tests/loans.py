@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -48,7 +49,6 @@ async def start_loan(
         start,
         id=f"loan-{start.loan_id}",
         task_queue=task_queue,
-        result_type=CaseView,
     )
     STARTED.append(handle)
     return handle
@@ -57,10 +57,8 @@ async def start_loan(
 async def terminate_started() -> None:
     while STARTED:
         handle = STARTED.pop()
-        try:
+        with contextlib.suppress(RPCError):  # already completed
             await handle.terminate("test finished")
-        except RPCError:
-            pass  # already completed
 
 
 async def sleep_until_local(

@@ -38,6 +38,7 @@ from models.wire import (
     AgentRequest,
     Allocation,
     AuditEvent,
+    CaseEvents,
     CaseFiling,
     ContactParams,
     ContactRequest,
@@ -194,6 +195,7 @@ def test_all_returns_every_named_activity(acts: CollectionActivities) -> None:
         names.RELEASE_AGENT,
         names.FILE_CASE_ACTION,
         names.WRITE_AUDIT,
+        names.RECORD_CASE_EVENTS,
     }
     assert isinstance(CollectionActivities(acts.engine).deliverer, LoggingDeliverer)
 
@@ -254,6 +256,34 @@ def test_sync_loan_of_unknown_loan_is_non_retryable(acts: CollectionActivities) 
     with pytest.raises(ApplicationError) as e:
         run(acts.sync_loan, projection(T0))
     assert_non_retryable(e, "loan_id")
+
+
+def test_record_case_events_twice_writes_each_record_once(acts: CollectionActivities) -> None:
+    run(acts.record_loan, loan_record())
+    events = CaseEvents(
+        payments=[
+            PaymentBooking(
+                loan_id="L1",
+                payment_id="pay-9",
+                amount=5_000,
+                currency="CNY",
+                paid_at=T0,
+                channel=None,
+                allocation=Allocation(interest=5_000),
+            )
+        ],
+        audit=[
+            AuditEvent(key="L1/audit/payment/1", loan_id="L1", at=T0, event="payment", detail="d", source="s")
+        ],
+        projection=projection(T0 + timedelta(hours=1)),
+    )
+    run(acts.record_case_events, events)
+    run(acts.record_case_events, events)  # a retry after a crash
+    assert count(acts.engine, Payment) == 1
+    assert count(acts.engine, AuditLog) == 1
+    with session_scope(acts.engine) as s:
+        loan = repo.get_loan(s, "L1")
+        assert loan is not None and loan.stage == CollectionStage.GRACE.value
 
 
 def test_book_payment_twice_books_once(acts: CollectionActivities) -> None:

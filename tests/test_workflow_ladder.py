@@ -4,7 +4,8 @@ writing to a real (SQLite) database."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -50,7 +51,7 @@ def contacts(db: Engine, loan_id: str) -> list[ContactAttempt]:
         return list(s.exec(select(ContactAttempt).where(ContactAttempt.loan_id == loan_id)))
 
 
-def local(dt) -> tuple[date, int]:  # type: ignore[no-untyped-def]
+def local(dt: datetime) -> tuple[date, int]:
     lt = dt.astimezone(TZ)
     return lt.date(), lt.hour
 
@@ -222,7 +223,7 @@ async def test_a_loan_started_late_starts_in_its_stage_without_replaying_reminde
     wf_db: Engine,
     dpd: int,
     stage: str,
-    entry_table: type | None,
+    entry_table: Any,
 ) -> None:
     seed(wf_db)
     today = local_today(await ts_env.get_current_time())
