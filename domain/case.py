@@ -114,6 +114,8 @@ class Case(BaseModel):
     done_reminders: list[str] = Field(default_factory=list)  # "<seq>:<reminder id>"
     assigned_agent: str | None = None
     agent_requested: bool = False  # an assignment is open (possibly queued without agent)
+    agent_tried_on: date | None = None  # local day of the last assignment attempt
+    refreshed_on: date | None = None  # local day of the last midnight refresh
     credit_reported: bool = False
     credit_report_open: bool = False  # reported and not yet updated after cure/payoff
     legal_referred: bool = False

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 
-from domain.calendar import at_local, into_contact_window, local_date, next_local_midnight
+from domain.calendar import at_local, into_contact_window, local_date, next_local_midnight, start_of_day
 from domain.case import CallAttempt, Case, Episode
 from domain.enums import CONTACT_KINDS, ActionKind, Channel
 from domain.ledger import (
@@ -293,8 +293,10 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
             )
         )
     if case.agent_requested and case.assigned_agent is None and days_past_due(case, today_for(case, now)) > 0:
-        # Waiting in the unassigned queue: look again each midnight for a free agent.
-        retry = next_local_midnight(now, case.timezone)
+        # Waiting in the unassigned queue: look again each local midnight after the
+        # last try for a free agent.
+        last_try = case.agent_tried_on or today_for(case, now)
+        retry = start_of_day(last_try + timedelta(days=1), case.timezone)
         actions.append(
             PlannedAction(
                 kind=ActionKind.ASSIGN_AGENT,
@@ -315,11 +317,18 @@ def _refresh(case: Case, now: datetime) -> list[PlannedAction]:
     open_items = unsettled(case, today)
     if not any(i.due_date <= today for i in open_items):
         return []
-    midnight = next_local_midnight(now, case.timezone)
+    # Due at the first local midnight after the last refresh, counted from absolute days
+    # (the day after a due date, the day after onboarding), never from `now`: waking at
+    # that midnight must find it due, not a day away.
+    first = min(i.due_date for i in open_items if i.due_date <= today) + timedelta(days=1)
+    day = max(first, local_date(case.onboarded_at, case.timezone) + timedelta(days=1))
+    if case.refreshed_on is not None:
+        day = max(day, case.refreshed_on + timedelta(days=1))
+    midnight = start_of_day(day, case.timezone)
     return [
         PlannedAction(
             kind=ActionKind.REFRESH,
-            at=midnight,
+            at=max(midnight, now),
             key=f"{case.loan_id}/-/refresh/{midnight.isoformat()}",
             step_id="refresh",
             summary=f"midnight refresh ({local_date(midnight, case.timezone).isoformat()})",
@@ -365,7 +374,11 @@ def record_outcome(case: Case, action: PlannedAction, outcome: Outcome, now: dat
     if kind is ActionKind.CREDIT_REPORT:
         update |= {"credit_reported": True, "credit_report_open": True}
     elif kind is ActionKind.ASSIGN_AGENT:
-        update |= {"agent_requested": True, "assigned_agent": outcome.agent_id}
+        update |= {
+            "agent_requested": True,
+            "assigned_agent": outcome.agent_id,
+            "agent_tried_on": today_for(case, now),
+        }
     elif kind is ActionKind.LEGAL_REFERRAL:
         update["legal_referred"] = True
     elif kind is ActionKind.CHARGE_OFF:
@@ -374,4 +387,6 @@ def record_outcome(case: Case, action: PlannedAction, outcome: Outcome, now: dat
         update |= {"agent_requested": False, "assigned_agent": None}
     elif kind is ActionKind.CREDIT_UPDATE:
         update["credit_report_open"] = False
+    elif kind is ActionKind.REFRESH:
+        update["refreshed_on"] = today_for(case, now)
     return case.model_copy(update=update)

@@ -97,7 +97,11 @@ def drive(
         action = next_action(case, case.policy, now)
         if action is None or action.at > until:
             break
-        now = max(now, action.at)
+        if action.at > now:
+            # Like the workflow: sleep until it is due, then plan again at that moment
+            # (an action that keeps moving away would never run).
+            now = action.at
+            continue
         case = reconcile(case, now)
         log.append(Executed(action, now, days_past_due(case, today_for(case, now))))
         case = record_outcome(case, action, outcome(action), now)

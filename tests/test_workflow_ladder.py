@@ -4,7 +4,7 @@ writing to a real (SQLite) database."""
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -49,11 +49,6 @@ def seed(db: Engine, agents: int = 2, borrower: str = "B-1") -> None:
 def contacts(db: Engine, loan_id: str) -> list[ContactAttempt]:
     with Session(db) as s:
         return list(s.exec(select(ContactAttempt).where(ContactAttempt.loan_id == loan_id)))
-
-
-def local(dt: datetime) -> tuple[date, int]:
-    lt = dt.astimezone(TZ)
-    return lt.date(), lt.hour
 
 
 async def test_unpaid_loan_climbs_every_rung_on_its_day(
@@ -282,3 +277,45 @@ async def test_each_restructuring_kind(ts_env: WorkflowEnvironment, task_queue: 
         fresh = [i for i in reinstalled.installments if i.seq > 12]
         assert len(fresh) == 24 and sum(i.principal for i in fresh) == payoff_before
         assert reinstalled.stage == "CURRENT"
+
+
+async def test_no_agent_free_queues_the_case_until_one_is_added(
+    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
+) -> None:
+    seed(wf_db, agents=0)
+    start = loan_start(local_today(await ts_env.get_current_time()))
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        handle = await start_loan(ts_env.client, task_queue, start)
+        due1 = (await state(handle)).installments[0].due_date
+        await sleep_until_local(ts_env, due1 + timedelta(days=33))
+        waiting = await state(handle)
+        assert waiting.stage == "AGENT" and waiting.assigned_agent is None
+        with Session(wf_db) as db:
+            (queued,) = db.exec(select(Assignment).where(Assignment.loan_id == start.loan_id))
+            assert queued.agent_id is None and queued.released_at is None
+            repo.add_agent(db, "late-agent", "Late Agent")
+            db.commit()
+        await sleep_until_local(ts_env, due1 + timedelta(days=34), hour=12)
+        picked = await state(handle)
+    assert picked.assigned_agent == "late-agent"
+
+
+async def test_borrower_without_contact_details_is_suppressed_not_failed(
+    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
+) -> None:
+    seed(wf_db)
+    start = loan_start(local_today(await ts_env.get_current_time()), borrower_id="B-unknown")
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        handle = await start_loan(ts_env.client, task_queue, start)
+        due1 = (await state(handle)).installments[0].due_date
+        await sleep_until_local(ts_env, due1 + timedelta(days=20))
+        s = await state(handle)
+    rows = contacts(wf_db, start.loan_id)
+    assert rows and all(r.status == "suppressed" for r in rows)
+    assert s.contacts_sent == 0
+    # No notice reached the borrower, so nothing may be reported to the credit bureau.
+    assert not s.credit_reported
+    with Session(wf_db) as db:
+        assert (
+            list(db.exec(select(CreditBureauRecord).where(CreditBureauRecord.loan_id == start.loan_id))) == []
+        )

@@ -142,7 +142,9 @@ class LoanCollection:
                 self.changed = False
                 with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(
-                        lambda: self.changed, timeout=action.at - now, timeout_summary=action.summary
+                        lambda: self.changed,
+                        timeout=action.at - now,
+                        timeout_summary=f"until {action.summary}",
                     )
                 continue  # plan again: the time came, or a message changed the case
             outcome = await self._execute(action)
