@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import uuid
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -47,7 +47,7 @@ def start_input(disbursed: datetime, months: int) -> LoanStart:
     )
 
 
-async def sleep_to(env: WorkflowEnvironment, day, hour: int = 12) -> None:  # type: ignore[no-untyped-def]
+async def sleep_to(env: WorkflowEnvironment, day: date, hour: int = 12) -> None:
     target = datetime(day.year, day.month, day.day, hour, tzinfo=TZ)
     now = await env.get_current_time()
     if target > now:
