@@ -18,6 +18,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
+from temporalio import activity
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
@@ -37,6 +38,28 @@ log = logging.getLogger("worker")
 
 class SearchAttributesMissing(RuntimeError):
     pass
+
+
+class LoanLogFormatter(logging.Formatter):
+    """Puts the loan id on every line logged inside a workflow or an activity, so one
+    loan's story can be grepped out of many workers' logs."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        workflow_id = ""
+        for extra in ("temporal_workflow", "temporal_activity"):
+            info = getattr(record, extra, None)
+            if isinstance(info, dict):
+                workflow_id = str(info.get("workflow_id", ""))
+        if not workflow_id and activity.in_activity():
+            workflow_id = activity.info().workflow_id or ""
+        record.loan_id = workflow_id.removeprefix("loan-") or "-"
+        return super().format(record)
+
+
+def configure_logging(level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(LoanLogFormatter("%(asctime)s %(levelname)s %(name)s loan=%(loan_id)s %(message)s"))
+    logging.basicConfig(level=level, handlers=[handler], force=True)
 
 
 async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
@@ -94,7 +117,12 @@ async def run_worker(settings: Settings, *, stop_event: asyncio.Event | None = N
     preload_policies()
     upgrade_schema(settings.database_url)
     engine = make_engine(settings.database_url)
-    client = await connect(settings)
+    try:
+        client = await connect(settings)
+    except RuntimeError as exc:
+        raise RuntimeError(
+            f"cannot reach the Temporal server at {settings.temporal_address} (TEMPORAL_ADDRESS): {exc}"
+        ) from exc
     added = await ensure_search_attributes(client, settings.temporal_namespace)
     if added:
         log.info("registered search attributes %s", ", ".join(added))
@@ -115,7 +143,7 @@ async def run_worker(settings: Settings, *, stop_event: asyncio.Event | None = N
 
 def main() -> int:
     settings = get_settings()
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level)
     if settings.metrics_port:
         Runtime.set_default(
             Runtime(

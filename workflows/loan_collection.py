@@ -279,6 +279,7 @@ class LoanCollection:
     # --- Bookkeeping: audit, payments booked, projection, search attributes ---------------
 
     def _audit(self, event: str, detail: str, source: str) -> None:
+        workflow.logger.info("%s: %s (%s)", event, detail, source)
         now = workflow.now()
         key = f"{self._case.loan_id}/audit/{event}/{source}/{now.isoformat()}/{len(self.journal)}"
         self.journal.append(
