@@ -65,6 +65,12 @@ def record_loan(engine: Engine, rec: LoanRecord) -> None:
                 outstanding_principal=s.principal,
                 outstanding_total=s.principal,
             )
+        elif loan.closed:
+            # A loan id is never reused: a second workflow for a loan already collected
+            # (started without the client's reject-duplicate policy) stops here.
+            raise non_retryable(
+                f"loan_id: loan {s.loan_id!r} is closed; a loan id is never reused", "LoanConflict"
+            )
         elif loan.borrower_id != s.borrower_id:
             raise non_retryable(
                 f"loan_id: loan {s.loan_id!r} is already recorded for another borrower",

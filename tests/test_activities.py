@@ -215,6 +215,14 @@ def test_record_loan_twice_leaves_one_loan_and_its_schedule(acts: CollectionActi
         assert loan.first_due_date == date(2025, 3, 15) and loan.updated_at is None
 
 
+def test_record_loan_of_a_closed_loan_is_refused(acts: CollectionActivities) -> None:
+    run(acts.record_loan, loan_record())
+    run(acts.sync_loan, projection(T0, closed=True))
+    with pytest.raises(ApplicationError) as e:
+        run(acts.record_loan, loan_record())
+    assert_non_retryable(e, "loan_id", "never reused")
+
+
 def test_record_loan_for_another_borrower_is_refused(acts: CollectionActivities) -> None:
     run(acts.record_loan, loan_record())
     other = loan_record()

@@ -233,3 +233,39 @@ async def test_search_attributes_find_cases_like_an_operator_would(
         assert sa.get(search.LOAN_ID) == early_loan.loan_id
         assert sa.get(search.AMOUNT_OVERDUE) and sa.get(search.OVERDUE_SINCE) is not None
         assert current.loan_id != agent_loan.loan_id
+
+
+async def test_invalid_terms_fail_the_start_naming_the_field(
+    dev_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
+) -> None:
+    from temporalio.client import WorkflowFailureError
+
+    async with running_worker(dev_env.client, task_queue, wf_db):
+        start = loan_start(local_today(datetime.now().astimezone()), annual_rate_bps=9000)
+        handle = await start_loan(dev_env.client, task_queue, start)
+        with pytest.raises(WorkflowFailureError) as info:
+            await handle.result()
+    assert "annual_rate_bps" in str(info.value.cause)
+
+
+async def test_a_closed_loan_id_is_never_collected_again(
+    dev_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
+) -> None:
+    from temporalio.client import WorkflowFailureError
+
+    seed(wf_db)
+    async with running_worker(dev_env.client, task_queue, wf_db):
+        start, handle = await overdue_loan(dev_env, task_queue, dpd=-5)
+        s = await settled(handle)
+        await handle.execute_update(
+            LoanCollection.record_payment, PaymentIn(payment_id="all", amount=s.outstanding.total)
+        )
+        await handle.result()
+        # A careless caller starts the same loan id again with the server's default reuse
+        # policy: the new run refuses to collect a loan that was closed.
+        again = await dev_env.client.start_workflow(
+            LoanCollection.run, start, id=f"loan-{start.loan_id}", task_queue=task_queue
+        )
+        with pytest.raises(WorkflowFailureError) as info:
+            await again.result()
+    assert "never reused" in str(info.value.cause.cause if info.value.cause.cause else info.value.cause)
