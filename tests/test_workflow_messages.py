@@ -268,4 +268,5 @@ async def test_a_closed_loan_id_is_never_collected_again(
         )
         with pytest.raises(WorkflowFailureError) as info:
             await again.result()
-    assert "never reused" in str(info.value.cause.cause if info.value.cause.cause else info.value.cause)
+    failure = info.value.cause
+    assert "never reused" in f"{failure} {getattr(failure, 'cause', '')}"
