@@ -69,9 +69,7 @@ class Episode(BaseModel):
     anchor_seq: int  # the oldest unpaid installment; DPD counts from its due date
     anchor_due: date
     done: list[str] = Field(default_factory=list)  # ladder step ids executed
-    skipped: list[str] = Field(default_factory=list)  # missed before onboarding
     credit_noticed_at: datetime | None = None
-    contact_attempts: dict[str, int] = Field(default_factory=dict)  # deferred call retries
 
 
 class Rejection(BaseModel):

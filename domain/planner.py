@@ -249,7 +249,6 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
         s
         for s in policy.ladder
         if s.id not in episode.done
-        and s.id not in episode.skipped
         and (_nominal(case, episode, s) >= case.onboarded_at or s.id in late_owed)
     ]
     # Stale is judged against the done steps too: once the latest due contact went out, the
