@@ -125,6 +125,10 @@ class LoanCollection:
             )
             self._audit("opened", f"loan opened in stage {self._stage().value}", "start")
         while True:
+            # Reset before anything awaits: a message handled while this pass writes
+            # records or acts must cut the next wait short, or its booking would wait
+            # for the next timer.
+            self.changed = False
             now = workflow.now()
             self.case = reconcile(self._case, now)
             await self._flush(now)
@@ -139,7 +143,6 @@ class LoanCollection:
                 # Publish only when the case is settled until the next wake, so the
                 # search attributes change once per wake, not once per step.
                 self._publish(now)
-                self.changed = False
                 with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(
                         lambda: self.changed,
