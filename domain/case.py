@@ -6,12 +6,14 @@ pure function of (case, policy, now) in domain/ledger.py and domain/planner.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 
 from pydantic import BaseModel, Field
 
 from domain.enums import Product, RepaymentMethod
 from domain.policy import Policy
+from domain.schedule import ScheduledInstallment
 
 
 class Components(BaseModel):
@@ -54,6 +56,11 @@ class Installment(BaseModel):
     # when a later extension moves the due date.
     penalty_charged: bool = False
     penalty_waived: int = 0
+
+
+def unpaid_installments(rows: Iterable[ScheduledInstallment]) -> list[Installment]:
+    """Scheduled rows as installments with nothing paid yet."""
+    return [Installment(**row.model_dump()) for row in rows]
 
 
 class CallAttempt(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
-from domain.case import Case, Installment
+from domain.case import Case, unpaid_installments
 from domain.enums import Product, RepaymentMethod
 from domain.policy import Policy
 from domain.schedule import build_schedule, validate_loan_terms
@@ -62,14 +62,5 @@ def open_case(
         timezone=timezone,
         policy=policy,
         onboarded_at=now,
-        installments=[
-            Installment(
-                seq=r.seq,
-                period_start=r.period_start,
-                due_date=r.due_date,
-                principal=r.principal,
-                interest=r.interest,
-            )
-            for r in rows
-        ],
+        installments=unpaid_installments(rows),
     )

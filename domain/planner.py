@@ -248,8 +248,7 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
     pending = [
         s
         for s in policy.ladder
-        if s.id not in episode.done
-        and (_nominal(case, episode, s) >= case.onboarded_at or s.id in late_owed)
+        if s.id not in episode.done and (_nominal(case, episode, s) >= case.onboarded_at or s.id in late_owed)
     ]
     # Stale is judged against the done steps too: once the latest due contact went out, the
     # older ones it overtook stay dropped (not replayed one by one, newest first).

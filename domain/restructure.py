@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from domain.calendar import add_months
-from domain.case import Case, Installment, Restructuring
+from domain.case import Case, Installment, Restructuring, unpaid_installments
 from domain.enums import RestructuringKind
 from domain.ledger import (
     CaseError,
@@ -116,16 +116,7 @@ def reinstall(case: Case, new_term_months: int | None, now: datetime) -> Case:
         first_seq=next_seq,
         day_of_month=today.day,  # restructured on the 31st: due on the 31st or month end
     )
-    fresh = [
-        Installment(
-            seq=row.seq,
-            period_start=row.period_start,
-            due_date=row.due_date,
-            principal=row.principal,
-            interest=row.interest,
-        )
-        for row in schedule
-    ]
+    fresh = unpaid_installments(schedule)
     return case.model_copy(update={"installments": kept + fresh})
 
 
