@@ -153,6 +153,8 @@ async def test_invalid_signals_are_recorded_and_never_fail_the_workflow(
             LoanCollection.restructuring_approved,
             RestructuringIn(restructuring_id="r", kind="extension", extension_days=30),
         )
+        # A payload that does not even match the message's shape.
+        await handle.signal("payment_received", {"payment_id": "odd", "amount": "lots", "memo": 1})
         after = await settled(handle)
         assert after.outstanding == before.outstanding and after.stage == before.stage
         description = await handle.describe()
@@ -168,7 +170,8 @@ async def test_invalid_signals_are_recorded_and_never_fail_the_workflow(
                 for a in db.exec(select(AuditLog).where(AuditLog.loan_id == start.loan_id))
                 if a.event == "rejected"
             ]
-        assert len(rejected) == 3
+        assert len(rejected) == 4
+        assert any("odd" in a.detail and "memo" in a.detail for a in rejected)
         assert any("amount:" in a.detail for a in rejected) and any(
             "approved_by:" in a.detail for a in rejected
         )

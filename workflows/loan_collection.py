@@ -7,13 +7,15 @@ are in domain/; all side effects are activities; this file only sequences.
 
 import contextlib
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
 from temporalio.exceptions import ApplicationError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import BaseModel, ValidationError
+
     from activities import names
     from domain.case import Case, Rejection
     from domain.enums import CONTACT_KINDS, ActionKind, CollectionStage
@@ -64,6 +66,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 WORKFLOW_TYPE = "LoanCollection"
+M = TypeVar("M", bound=BaseModel)
 # Clock skew we accept between a payment gateway's paid_at and the workflow's time.
 PAID_AT_SKEW = timedelta(minutes=5)
 MAX_REJECTIONS_KEPT = 50
@@ -405,6 +408,21 @@ class LoanCollection:
         self.changed = True
         return payment_result(self._case, payment.payment_id, allocation, now, duplicate=False)
 
+    def _decoded(self, model: type[M], raw: M | dict[str, Any], message: str, id_field: str) -> M | None:
+        if self.case is None:
+            return None  # the start was invalid; the workflow is failing
+        if isinstance(raw, model):
+            return raw
+        try:
+            return model.model_validate(raw)
+        except ValidationError as exc:
+            reason = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'payload'}: {err['msg']}" for err in exc.errors()
+            )
+            ref = raw.get(id_field) if isinstance(raw, dict) else None
+            self._reject(message, str(ref) if ref is not None else None, reason)
+            return None
+
     def _reject(self, message: str, ref: str | None, reason: str) -> None:
         rejection = Rejection(at=workflow.now(), message=message, ref=ref, reason=reason)
         kept = [*self._case.rejections, rejection][-MAX_REJECTIONS_KEPT:]
@@ -430,8 +448,11 @@ class LoanCollection:
             raise ApplicationError(str(exc), type="InvalidPayment") from exc
 
     @workflow.signal(name="payment_received")
-    def payment_received(self, payment: PaymentIn) -> None:
-        if self.case is None:
+    def payment_received(self, raw: PaymentIn | dict[str, Any]) -> None:
+        # A payload that does not even decode arrives as a dict, so it is recorded as
+        # rejected too instead of being dropped unseen.
+        payment = self._decoded(PaymentIn, raw, "payment_received", "payment_id")
+        if payment is None:
             return
         try:
             self._check_payment(payment)
@@ -501,8 +522,9 @@ class LoanCollection:
             raise ApplicationError(str(exc), type="InvalidRestructuring") from exc
 
     @workflow.signal(name="restructuring_approved")
-    def restructuring_approved(self, req: RestructuringIn) -> None:
-        if self.case is None:
+    def restructuring_approved(self, raw: RestructuringIn | dict[str, Any]) -> None:
+        req = self._decoded(RestructuringIn, raw, "restructuring_approved", "restructuring_id")
+        if req is None:
             return
         try:
             self._check_restructuring(req)
