@@ -29,11 +29,22 @@ def get_settings() -> Settings:
     return Settings()
 
 
+class TemporalUnreachable(RuntimeError):
+    """The server named by the configuration does not answer."""
+
+
 async def connect(settings: Settings | None = None) -> Client:
     """A client for the configured namespace: a temporal.toml profile (TLS, API key,
     Temporal Cloud) if one is set up, then TEMPORAL_ADDRESS / TEMPORAL_NAMESPACE."""
     settings = settings or get_settings()
+    # The profile (TEMPORAL_CONFIG_FILE / TEMPORAL_PROFILE, with TLS and API key) and the
+    # TEMPORAL_* variables come first; our defaults fill only what they leave unset.
     config = ClientConfig.load_client_connect_config()
-    config["target_host"] = settings.temporal_address
-    config["namespace"] = settings.temporal_namespace
-    return await Client.connect(**config, data_converter=pydantic_data_converter)
+    config.setdefault("target_host", settings.temporal_address)
+    config.setdefault("namespace", settings.temporal_namespace)
+    try:
+        return await Client.connect(**config, data_converter=pydantic_data_converter)
+    except RuntimeError as exc:
+        raise TemporalUnreachable(
+            f"cannot reach the Temporal server at {config['target_host']} (TEMPORAL_ADDRESS): {exc}"
+        ) from exc
