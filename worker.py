@@ -117,12 +117,7 @@ async def run_worker(settings: Settings, *, stop_event: asyncio.Event | None = N
     preload_policies()
     upgrade_schema(settings.database_url)
     engine = make_engine(settings.database_url)
-    try:
-        client = await connect(settings)
-    except RuntimeError as exc:
-        raise RuntimeError(
-            f"cannot reach the Temporal server at {settings.temporal_address} (TEMPORAL_ADDRESS): {exc}"
-        ) from exc
+    client = await connect(settings)
     added = await ensure_search_attributes(client, settings.temporal_namespace)
     if added:
         log.info("registered search attributes %s", ", ".join(added))
