@@ -294,6 +294,27 @@ def _is_closed_error(exc: RPCError) -> bool:
     return "already completed" in exc.message or "already finished" in exc.message
 
 
+def _namespace_problem(exc: RPCError, settings: Settings) -> str | None:
+    """A start failure that every loan would hit (so stop at once), as one line."""
+    if "search attribute" in exc.message:
+        return (
+            f"namespace {settings.temporal_namespace} lacks the search attributes of models/search.py "
+            f"({exc.message}): start the worker once (it registers them) or register them with "
+            "`temporal operator search-attribute create`"
+        )
+    if exc.status in (
+        RPCStatusCode.UNAVAILABLE,
+        RPCStatusCode.UNAUTHENTICATED,
+        RPCStatusCode.PERMISSION_DENIED,
+    ):
+        return f"the Temporal server at {settings.temporal_address} refused: {exc.message}"
+    if exc.status == RPCStatusCode.NOT_FOUND and "amespace" in exc.message:
+        return (
+            f"namespace {settings.temporal_namespace} not found at {settings.temporal_address}: {exc.message}"
+        )
+    return None
+
+
 def rpc_error(exc: RPCError, loan_id: str, settings: Settings) -> CLIError:
     """A one-line, actionable message for an RPC error about one loan."""
     wid = workflow_id(loan_id)
@@ -359,18 +380,30 @@ class Progress:
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_decile = -1
 
+    def clear(self) -> None:
+        """Wipe the bar's line (before printing something else on the terminal)."""
+        if self.enabled and self._tty and 0 < self.done < self.total:
+            self.stream.write("\r\033[K")
+            self.stream.flush()
+
+    def draw(self) -> None:
+        if not (self.enabled and self._tty):
+            return
+        pct = self.done * 100 // self.total
+        filled = self.WIDTH * self.done // self.total
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        self.stream.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {pct:3d}%")
+        if self.done >= self.total:
+            self.stream.write("\n")
+        self.stream.flush()
+
     def advance(self, n: int = 1) -> None:
         self.done += n
         if not self.enabled:
             return
         pct = self.done * 100 // self.total
         if self._tty:
-            filled = self.WIDTH * self.done // self.total
-            bar = "#" * filled + "-" * (self.WIDTH - filled)
-            self.stream.write(f"\r{self.label} [{bar}] {self.done}/{self.total} {pct:3d}%")
-            if self.done >= self.total:
-                self.stream.write("\n")
-            self.stream.flush()
+            self.draw()
         elif pct // 10 != self._last_decile:
             self._last_decile = pct // 10
             self.stream.write(f"{self.label}: {self.done}/{self.total} ({pct}%)\n")
@@ -418,9 +451,13 @@ async def disburse(
     bar = Progress(len(records), "disbursing", enabled=len(records) >= 20 if progress is None else progress)
     gate = asyncio.Semaphore(max(1, concurrency))
 
+    fatal: list[str] = []  # a problem of the namespace or the server, not of one loan
+
     async def one(rec: StartRecord) -> None:
         loan_id = rec.start.loan_id
         async with gate:
+            if fatal:
+                return
             try:
                 await start_loan(client, settings, rec.start)
                 report.started.append(loan_id)
@@ -437,13 +474,30 @@ async def disburse(
                     report.refused.append((loan_id, reason))
                     line = f"refused  {loan_id}  {reason}"
             except RPCError as exc:
+                problem = _namespace_problem(exc, settings)
+                if problem:
+                    fatal.append(problem)
+                    return
                 report.refused.append((loan_id, exc.message))
                 line = f"failed   {loan_id}  {exc.message}"
-        if len(records) < 200 or not line.startswith("started"):
-            print(line, file=out)
+        if len(records) < 200 or line.startswith(("refused", "failed")):  # large files: problems only
+            bar.clear()
+            print(line, file=out, flush=True)
+            bar.draw()
         bar.advance()
 
     await asyncio.gather(*(one(r) for r in records))
+    if fatal:
+        bar.clear()
+        done = len(report.started) + len(report.skipped)
+        raise CLIError(
+            f"{fatal[0]} ({len(report.started)} started, {len(report.skipped)} skipped, "
+            f"{len(records) - done} not started: run the same file again with --skip-existing)"
+        )
+    order = {r.start.loan_id: r.number for r in records}  # report in file order
+    report.started.sort(key=order.__getitem__)
+    report.skipped.sort(key=order.__getitem__)
+    report.refused.sort(key=lambda item: order[item[0]])
     return report
 
 

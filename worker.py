@@ -118,7 +118,7 @@ async def run_worker(settings: Settings, *, stop_event: asyncio.Event | None = N
     upgrade_schema(settings.database_url)
     engine = make_engine(settings.database_url)
     client = await connect(settings)
-    added = await ensure_search_attributes(client, settings.temporal_namespace)
+    added = await ensure_search_attributes(client, client.namespace)
     if added:
         log.info("registered search attributes %s", ", ".join(added))
     stop = stop_event or asyncio.Event()

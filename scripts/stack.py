@@ -310,10 +310,17 @@ async def stage_counts(client: Client) -> dict[str, int]:
 
 
 async def wait_for_stages(client: Client, timeout: float) -> dict[str, int]:
+    """Stage counts once visibility has settled: every stage present and the counts
+    unchanged over a few polls (loans move from their start attributes to their stage
+    as the worker gets to them), or whatever they are at the timeout."""
     deadline = time.monotonic() + timeout
+    previous: dict[str, int] = {}
+    same = 0
     while True:
         counts = await stage_counts(client)
-        if all(counts.values()) or time.monotonic() > deadline:
+        same = same + 1 if counts == previous else 0
+        previous = counts
+        if (all(counts.values()) and same >= 2) or time.monotonic() > deadline:
             return counts
         await asyncio.sleep(1.0)
 

@@ -346,7 +346,7 @@ class Cli:
         self, loan_id: str, until: Callable[[dict[str, Any]], bool] = lambda s: True
     ) -> dict[str, Any]:
         """The `state` answer once the workflow has run and `until` holds (polls)."""
-        deadline = asyncio.get_running_loop().time() + 30
+        deadline = asyncio.get_running_loop().time() + 60
         last = ""
         while asyncio.get_running_loop().time() < deadline:
             code, out, err = await self("status", loan_id, "--json", "--wait", "10")
@@ -564,7 +564,7 @@ async def test_list_by_stage_and_agent(cli: Cli) -> None:
         rows: list[dict[str, Any]] = json.loads(out)
         return rows
 
-    deadline = asyncio.get_running_loop().time() + 30
+    deadline = asyncio.get_running_loop().time() + 60
     while True:  # visibility is eventually consistent
         rows = await listed("--stage", "AGENT", "--agent", agent)
         if [r["loan_id"] for r in rows] == [
@@ -572,7 +572,7 @@ async def test_list_by_stage_and_agent(cli: Cli) -> None:
         ] or asyncio.get_running_loop().time() > deadline:
             break
         await asyncio.sleep(0.3)
-    assert [r["loan_id"] for r in rows] == [agent_loan["loan_id"]]
+    assert [r["loan_id"] for r in rows] == [agent_loan["loan_id"]], rows
     assert rows[0]["days_past_due"] == 40 and rows[0]["agent"] == agent and rows[0]["stage"] == "AGENT"
     early = await listed("--stage", "EARLY", "--min-dpd", "8")
     assert early_loan["loan_id"] in {r["loan_id"] for r in early}
@@ -580,3 +580,71 @@ async def test_list_by_stage_and_agent(cli: Cli) -> None:
 
     code, out, _ = await cli("list", "--stage", "AGENT", "--agent", agent)
     assert code == 0 and agent_loan["loan_id"] in out and "AGENT" in out and "DPD" in out
+
+
+# --- the local stack (scripts/stack.py, behind ./run) ----------------------------------------
+
+STACK = Path(__file__).resolve().parent.parent / "scripts" / "stack.py"
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as s:
+        s.settimeout(0.3)
+        return s.connect_ex(("127.0.0.1", port)) == 0
+
+
+@pytest.mark.temporal
+def test_the_stack_seeds_every_stage_resumes_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    port, ui_port = free_port(), free_port()
+    argv = [
+        sys.executable,
+        str(STACK),
+        "--port",
+        str(port),
+        "--ui-port",
+        str(ui_port),
+        "--state-dir",
+        str(tmp_path),
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "TEMPORAL_ADDRESS")}
+
+    first = subprocess.run([*argv, "--check"], capture_output=True, text=True, timeout=240, env=env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert "demo book: 50 loans started, 0 already there" in first.stdout
+    counts_line = next(line for line in first.stdout.splitlines() if "Loans by stage" in line)
+    words = counts_line.split()[3:]
+    counts = dict(zip(words[::2], map(int, words[1::2]), strict=True))
+    assert list(counts) == ["CURRENT", "GRACE", "EARLY", "AGENT", "LEGAL", "CHARGED_OFF", "PAID_OFF"]
+    assert all(counts.values()) and sum(counts.values()) == 50, counts_line
+    assert counts["PAID_OFF"] == 4 and counts["CURRENT"] >= 13, counts_line  # 3 cured, 4 paid off
+    assert f"http://localhost:{ui_port}" in first.stdout and 'CollectionStage="AGENT"' in first.stdout
+    assert (tmp_path / "temporal.db").exists() and (tmp_path / "collections.db").exists()
+    assert "export DATABASE_URL=sqlite:///" in (tmp_path / "env").read_text()
+
+    # Again, not --once: the stored loans are kept and not started twice; Ctrl-C stops it all.
+    proc = subprocess.Popen([*argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("Press Ctrl-C"):
+            break
+    output = "".join(lines)
+    assert "demo book: 0 loans started, 50 already there" in output, output
+    assert _port_open(port) and _port_open(ui_port)
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=90)
+    assert proc.returncode == 0, output + rest
+    assert "stopping worker" in rest and "stopping temporal" in rest and "stopped." in rest
+    assert not _port_open(port) and not _port_open(ui_port)
+    assert not (tmp_path / "worker.pid").exists() and not (tmp_path / "temporal.pid").exists()
