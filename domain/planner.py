@@ -295,10 +295,11 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
         # last try for a free agent.
         last_try = case.agent_tried_on or today_for(case, now)
         retry = start_of_day(last_try + timedelta(days=1), case.timezone)
+        at = max(retry, now)
         actions.append(
             PlannedAction(
                 kind=ActionKind.ASSIGN_AGENT,
-                at=retry,
+                at=at,
                 key=f"{case.loan_id}/{episode.anchor_seq}/assign-agent-retry/{retry.isoformat()}",
                 step_id="assign-agent-retry",
                 installment_seq=episode.anchor_seq,

@@ -422,7 +422,10 @@ async def run(args: argparse.Namespace) -> int:
     )
     for port in (args.port, args.ui_port):
         if port_in_use(port):
-            say(f"error: port {port} is already in use.{stale_pid_hint(state)} Or choose --port/--ui-port.")
+            say(
+                f"error: port {port} is already in use: is another Temporal server or ./run running?"
+                f"{stale_pid_hint(state)} Or choose other ports with --port / --ui-port."
+            )
             return 1
 
     stop = asyncio.Event()

@@ -3,6 +3,7 @@ queue per test, and the database fixtures of tests/db_fixtures.py."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import uuid
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import pytest_asyncio
+from hypothesis import settings as hypothesis_settings
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -27,6 +29,12 @@ from tests.db_fixtures import db_url, engine, session  # noqa: F401  (fixtures)
 from tests.loans import terminate_started
 from worker import ensure_search_attributes, preload_policies
 from workflows.loan_collection import LoanCollection
+
+# Property tests explore new examples on every local run; CI replays a fixed sequence so
+# a red build is reproducible, never a roll of the dice.
+hypothesis_settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+    hypothesis_settings.load_profile("ci")
 
 
 def _binary(name: str) -> str:
