@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from domain.calendar import start_of_day
+from domain.calendar import start_of_day, zone
 from domain.case import Case, Components
 from domain.enums import ActionKind
 from domain.ledger import (
@@ -121,14 +121,15 @@ def overdue_since(case: Case, now: datetime) -> datetime | None:
     return start_of_day(oldest.due_date, case.timezone) if oldest else None
 
 
-def details_markdown(view: CaseView, currency: str) -> str:
+def details_markdown(view: CaseView, currency: str, timezone: str) -> str:
     """The Web UI's current details: what a collector needs at a glance."""
 
     def money(v: int) -> str:
         return format_amount(v, currency, symbol=True)
 
     nxt = (
-        f"{view.next_action.kind.value} at {view.next_action.at.isoformat()}"
+        f"{view.next_action.kind.value.replace('_', ' ')} at "
+        f"{view.next_action.at.astimezone(zone(timezone)).strftime('%Y-%m-%d %H:%M')} ({timezone})"
         if view.next_action
         else "none (closed)"
     )

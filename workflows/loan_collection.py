@@ -351,7 +351,7 @@ class LoanCollection:
             self.published[name] = value
         if updates:
             workflow.upsert_search_attributes(updates)
-            workflow.set_current_details(details_markdown(view, case.currency))
+            workflow.set_current_details(details_markdown(view, case.currency, case.timezone))
 
     # --- Messages ------------------------------------------------------------------------
 
