@@ -591,28 +591,30 @@ async def cmd_pay(args: argparse.Namespace, settings: Settings) -> int:
         paid_at=parse_paid_at(args.paid_at),
         channel=args.channel,
     )
-    client = await connect(settings)
-    handle = client.get_workflow_handle(workflow_id(args.loan_id))
-    if args.async_:
-        await _answer(handle.signal("payment_received", payment), args.loan_id, settings, args.wait)
+    result = await send_message(args, settings, "payment_received", "record_payment", payment, PaymentResult)
+    if result is None:
         print(
             f"payment {payment.payment_id} of {_money(payment.amount, args.currency)} {args.currency} "
             f"sent to loan {args.loan_id} (signal payment_received); check: "
             f"python starter.py status {args.loan_id}"
         )
-        return EXIT_OK
-    result = await _answer(
-        handle.execute_update(
-            "record_payment",
-            payment,
-            result_type=PaymentResult,
-        ),
-        args.loan_id,
-        settings,
-        args.wait,
-    )
-    print(format_payment_result(args.loan_id, result, args.currency))
+    else:
+        print(format_payment_result(args.loan_id, result, args.currency))
     return EXIT_OK
+
+
+async def send_message(
+    args: argparse.Namespace, settings: Settings, signal: str, update: str, arg: Any, result_type: type[T]
+) -> T | None:
+    """The update `update` and its answer, or with --async the signal `signal` (None)."""
+    client = await connect(settings)
+    handle = client.get_workflow_handle(workflow_id(args.loan_id))
+    if args.async_:
+        await _answer(handle.signal(signal, arg), args.loan_id, settings, args.wait)
+        return None
+    return await _answer(
+        handle.execute_update(update, arg, result_type=result_type), args.loan_id, settings, args.wait
+    )
 
 
 # --- restructure ------------------------------------------------------------------------
@@ -687,26 +689,16 @@ def format_schedule(loan_id: str, s: ScheduleSummary, currency: str) -> str:
 
 async def cmd_restructure(args: argparse.Namespace, settings: Settings) -> int:
     req = build_restructuring(args)
-    client = await connect(settings)
-    handle = client.get_workflow_handle(workflow_id(args.loan_id))
-    if args.async_:
-        await _answer(handle.signal("restructuring_approved", req), args.loan_id, settings, args.wait)
+    summary = await send_message(
+        args, settings, "restructuring_approved", "apply_restructuring", req, ScheduleSummary
+    )
+    if summary is None:
         print(
             f"restructuring {req.restructuring_id} sent to loan {args.loan_id} (signal "
             f"restructuring_approved); check: python starter.py status {args.loan_id}"
         )
-        return EXIT_OK
-    summary = await _answer(
-        handle.execute_update(
-            "apply_restructuring",
-            req,
-            result_type=ScheduleSummary,
-        ),
-        args.loan_id,
-        settings,
-        args.wait,
-    )
-    print(format_schedule(args.loan_id, summary, args.currency))
+    else:
+        print(format_schedule(args.loan_id, summary, args.currency))
     return EXIT_OK
 
 
