@@ -70,6 +70,10 @@ async def test_unpaid_loan_climbs_every_rung_on_its_day(
     for c in sent:
         assert c.sent_at is not None
         assert 8 <= c.scheduled_at.astimezone(TZ).hour < 21, c.idempotency_key
+    # Call caps held: never more than 3 calls a day nor 7 in any 7 days.
+    calls = sorted(c.scheduled_at for c in sent if c.kind == "voice_call")
+    assert max(Counter(c.astimezone(TZ).date() for c in calls).values()) <= 3
+    assert all(sum(1 for d in calls if c - timedelta(days=7) < d <= c) <= 7 for c in calls)
     ladder = sorted(
         ((c.scheduled_at.astimezone(TZ).date() - due1).days, c.kind)
         for c in sent
@@ -206,6 +210,7 @@ async def test_cure_at_each_stage_returns_to_current_and_releases_the_agent(
 @pytest.mark.parametrize(
     ("dpd", "stage", "entry_table"),
     [
+        (2, "GRACE", None),
         (10, "EARLY", None),
         (45, "AGENT", Assignment),
         (120, "LEGAL", LegalReferral),
@@ -225,15 +230,17 @@ async def test_a_loan_started_late_starts_in_its_stage_without_replaying_reminde
     start = loan_start(today - timedelta(days=dpd + 31), first_due_date=today - timedelta(days=dpd))
     async with running_worker(ts_env.client, task_queue, wf_db):
         handle = await start_loan(ts_env.client, task_queue, start)
-        await ts_env.sleep(timedelta(days=1))
+        await ts_env.sleep(timedelta(hours=1))
         s = await state(handle)
-    assert s.stage == stage
-    sent = contacts(wf_db, start.loan_id)
-    kinds = Counter(c.kind for c in sent if "/1/" in c.idempotency_key)
-    # Only the compliance step owed (the credit notice), no replayed reminders or calls.
-    assert kinds.get("reminder", 0) == 0
-    assert kinds.get("overdue_sms", 0) == 0 and kinds.get("voice_call", 0) == 0
-    assert kinds.get("credit_notice") == 1
+    assert s.stage == stage and s.days_past_due == dpd
+    steps = Counter(c.idempotency_key.split("/")[2] for c in contacts(wf_db, start.loan_id))
+    # Nothing that fell before the start is replayed: no reminders of installment 1, no
+    # overdue SMS or calls of past days; only the compliance step still owed (the credit
+    # notice, once DPD 5 has passed) ...
+    missed = {"t-3", "t-1", "due-today", "dpd-1-sms", "dpd-7-call", "dpd-14-call", "dpd-21-call"}
+    assert not missed & set(steps), steps
+    assert steps.get("dpd-5-credit-notice", 0) == (1 if dpd >= 5 else 0)
+    # ... and the entry step of the stage the loan is in.
     if entry_table is not None:
         with Session(wf_db) as db:
             assert len(list(db.exec(select(entry_table).where(entry_table.loan_id == start.loan_id)))) == 1
