@@ -8,15 +8,16 @@ Rules (DESIGN.md, and the choices this module makes where DESIGN.md is silent):
   principal). It is *charged* only once the installment is still unpaid after the grace
   days; paid within grace, it is never owed.
 - Payoff amount today = penalty charged + fees due + interest of installments due
-  + the full interest of the current period (the installment whose period has begun
-  and whose due date is still ahead) + all unpaid principal. Interest of periods that
-  have not begun is not owed when the principal is repaid early. On the disbursal day,
-  and on a due date once that installment is paid, the payoff is the principal alone.
+  + the full interest of the current installment (the first unpaid one not yet due:
+  its period is running, and early settlement pays it in full, as is usual for Chinese
+  consumer loans) + all unpaid principal. It changes only with payments, restructurings,
+  due dates and penalty accrual, never merely because a day passed.
 - Allocation: installments due (oldest first), each penalty -> fee -> interest ->
-  principal; then the current period's installment (interest -> principal); then the
-  principal of later installments in order, an installment whose principal is repaid in
-  full before its period begins having its interest forgiven. A penalty charged before an
-  extension moved an installment's due date ahead is taken first from that installment.
+  principal; then the current installment (interest -> principal); anything beyond is
+  a prepayment of principal: the later installments are re-amortized over the same due
+  dates on the lower balance (same term, smaller installments). A penalty charged before
+  an extension moved an installment's due date ahead is taken first from that
+  installment.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from domain.calendar import local_date
 from domain.case import Case, Components, Installment
 from domain.enums import CollectionStage, InstallmentStatus
 from domain.money import round_half_up
+from domain.schedule import amortize
 
 BPS = 10_000
 PCT = 100
@@ -104,10 +106,6 @@ def owed_on(case: Case, inst: Installment, today: date) -> Components:
     )
 
 
-def is_current_period(inst: Installment, today: date) -> bool:
-    return inst.period_start < today < inst.due_date
-
-
 def status_of(case: Case, inst: Installment, today: date) -> InstallmentStatus:
     if is_settled(case, inst, today):
         return InstallmentStatus.PAID
@@ -135,15 +133,22 @@ def days_past_due(case: Case, today: date) -> int:
     return (today - oldest.due_date).days if oldest else 0
 
 
+def current_installment(case: Case, today: date) -> Installment | None:
+    """The first unpaid installment not yet due: the one whose period is running."""
+    ahead = [i for i in unsettled(case, today) if i.due_date > today]
+    return min(ahead, key=lambda i: (i.due_date, i.seq), default=None)
+
+
 def outstanding(case: Case, today: date) -> Components:
     """The payoff amount today, by component (see the module docstring)."""
+    current = current_installment(case, today)
     total = Components()
     for inst in case.installments:
         due = inst.due_date <= today
         total = total + Components(
             penalty=penalty_owed(case, inst, today),
             fee=remaining_fee(inst) if due else 0,
-            interest=remaining_interest(inst) if due or is_current_period(inst, today) else 0,
+            interest=remaining_interest(inst) if due or inst is current else 0,
             principal=remaining_principal(inst),
         )
     return total
@@ -195,6 +200,30 @@ def _take(amount: int, wanted: int) -> int:
     return max(0, min(amount, wanted))
 
 
+def reamortize(case: Case, later: list[Installment], prepaid: int) -> list[Installment]:
+    """`later` installments (not yet begun) after a prepayment of `prepaid` principal:
+    the remaining balance is re-amortized over their due dates, so interest is charged
+    on what is still borrowed and nothing else."""
+    balance = sum(remaining_principal(i) for i in later) - prepaid
+    rows = amortize(balance, case.annual_rate_bps, len(later), case.repayment_method)
+    changed = []
+    for n, (inst, (part, interest)) in enumerate(zip(later, rows, strict=True)):
+        # The prepayment is booked on the first of them, so that the installments'
+        # principal still adds up to the loan and every minor unit stays traceable.
+        paid = inst.paid + Components(principal=prepaid) if n == 0 else inst.paid
+        changed.append(
+            inst.model_copy(
+                update={
+                    "paid": paid,
+                    "principal": paid.principal + part,
+                    "interest": paid.interest + interest,
+                    "interest_forgiven": 0,
+                }
+            )
+        )
+    return changed
+
+
 def apply_payment(case: Case, amount: int, paid_at: datetime) -> tuple[Case, Components]:
     """Allocate a payment; returns the new case and where every minor unit went."""
     if case.closed:
@@ -207,40 +236,36 @@ def apply_payment(case: Case, amount: int, paid_at: datetime) -> tuple[Case, Com
         raise CaseError("amount", f"{amount} is above the payoff amount {payoff}")
 
     case = materialize_penalties(case, today)
+    current = current_installment(case, today)
     left = amount
     allocation = Components()
-    order = sorted(case.installments, key=lambda i: (i.due_date, i.seq))
     by_seq: dict[int, Installment] = {}
-    for inst in order:
-        paid = inst.paid
-        forgiven = inst.interest_forgiven
-        fee_waived = inst.fee_waived
+    later: list[Installment] = []
+    for inst in sorted(case.installments, key=lambda i: (i.due_date, i.seq)):
         # Penalty first whatever the installment's due date: a penalty charged before an
         # extension moved the due date ahead is still owed (and counted in the payoff).
         penalty = _take(left, penalty_owed(case, inst, today))
+        share = Components(penalty=penalty)
         if inst.due_date <= today:
             fee = _take(left - penalty, remaining_fee(inst))
             interest = _take(left - penalty - fee, remaining_interest(inst))
             principal = _take(left - penalty - fee - interest, remaining_principal(inst))
             share = Components(penalty=penalty, fee=fee, interest=interest, principal=principal)
-        elif is_current_period(inst, today):
+        elif current is not None and inst.seq == current.seq:
             interest = _take(left - penalty, remaining_interest(inst))
             principal = _take(left - penalty - interest, remaining_principal(inst))
             share = Components(penalty=penalty, interest=interest, principal=principal)
-        else:
-            principal = _take(left - penalty, remaining_principal(inst))
-            share = Components(penalty=penalty, principal=principal)
-            # Its period has not begun: once the payment reaches it and repays all its
-            # principal (possibly none, on a tiny loan), its interest is not owed.
-            reached = principal > 0 or left - penalty > 0
-            if reached and principal == remaining_principal(inst):
-                forgiven += remaining_interest(inst)
-                fee_waived += remaining_fee(inst)
+        elif remaining_principal(inst) > 0 or remaining_interest(inst) > 0:
+            later.append(inst)
         left -= share.total
         allocation = allocation + share
-        by_seq[inst.seq] = inst.model_copy(
-            update={"paid": paid + share, "interest_forgiven": forgiven, "fee_waived": fee_waived}
-        )
+        by_seq[inst.seq] = inst.model_copy(update={"paid": inst.paid + share})
+    if left > 0:
+        prepaid = min(left, sum(remaining_principal(by_seq[i.seq]) for i in later))
+        for inst in reamortize(case, [by_seq[i.seq] for i in later], prepaid):
+            by_seq[inst.seq] = inst
+        allocation = allocation + Components(principal=prepaid)
+        left -= prepaid
     assert left == 0, "payment not fully allocated below the payoff amount"
     installments = [by_seq[i.seq] for i in case.installments]
     case = case.model_copy(update={"installments": installments})

@@ -62,6 +62,29 @@ def due_dates(first_due_date: date, count: int, day_of_month: int | None = None)
     return [first_due_date] + [add_months(first_due_date, k, day_of_month) for k in range(1, count)]
 
 
+def amortize(
+    principal: int, annual_rate_bps: int, periods: int, method: RepaymentMethod
+) -> list[tuple[int, int]]:
+    """(principal, interest) of each of `periods` monthly installments repaying
+    `principal`: each period's interest is a month's interest on the balance at its start;
+    the last installment takes whatever principal is left."""
+    payment = level_payment(principal, annual_rate_bps, periods)
+    even_principal = round_half_up(principal, periods)
+    balance = principal
+    rows = []
+    for k in range(periods):
+        interest = monthly_interest(balance, annual_rate_bps)
+        if k == periods - 1:
+            part = balance
+        elif method is RepaymentMethod.EQUAL_INSTALLMENT:
+            part = min(balance, max(payment - interest, 0))
+        else:
+            part = min(balance, even_principal)
+        rows.append((part, interest))
+        balance -= part
+    return rows
+
+
 def build_schedule(
     principal: int,
     annual_rate_bps: int,
@@ -75,32 +98,15 @@ def build_schedule(
     """The installments of an amortizing loan whose first period runs start..first_due_date.
     `day_of_month`: the day later due dates keep (default the first due date's day)."""
     dates = due_dates(first_due_date, term_months, day_of_month)
-    payment = level_payment(principal, annual_rate_bps, term_months)
-    even_principal = round_half_up(principal, term_months)
-    balance = principal
-    rows: list[ScheduledInstallment] = []
-    period_start = start
-    for k, due in enumerate(dates):
-        interest = monthly_interest(balance, annual_rate_bps)
-        last = k == term_months - 1
-        if last:
-            part = balance
-        elif method is RepaymentMethod.EQUAL_INSTALLMENT:
-            part = min(balance, max(payment - interest, 0))
-        else:
-            part = min(balance, even_principal)
-        rows.append(
-            ScheduledInstallment(
-                seq=first_seq + k,
-                period_start=period_start,
-                due_date=due,
-                principal=part,
-                interest=interest,
-            )
+    starts = [start, *dates[:-1]]
+    return [
+        ScheduledInstallment(
+            seq=first_seq + k, period_start=begin, due_date=due, principal=part, interest=interest
         )
-        balance -= part
-        period_start = due
-    return rows
+        for k, (begin, due, (part, interest)) in enumerate(
+            zip(starts, dates, amortize(principal, annual_rate_bps, term_months, method), strict=True)
+        )
+    ]
 
 
 def default_first_due_date(disbursed_on: date) -> date:

@@ -21,10 +21,14 @@ from domain.ledger import (
     oldest_overdue,
     outstanding,
     overdue_amount,
+    owed_on,
+    remaining_interest,
+    remaining_principal,
     stage,
     status_of,
     today_for,
 )
+from domain.schedule import monthly_interest
 from tests.test_domain_helpers import FIRST_DUE, NY, POLICY, SH, local, make_case, utc
 
 INST1 = 110_016
@@ -98,11 +102,12 @@ def test_paid_in_grace_means_no_penalty(dpd: int) -> None:
 @pytest.mark.parametrize(
     ("day", "expected"),
     [
-        (date(2024, 1, 15), Components(principal=1_200_000)),
+        # Early settlement pays the running period's interest in full, from day one.
+        (date(2024, 1, 15), Components(interest=18_000, principal=1_200_000)),
         (date(2024, 1, 16), Components(interest=18_000, principal=1_200_000)),
         (date(2024, 2, 14), Components(interest=18_000, principal=1_200_000)),
-        # Due date: installment 1's interest is due; period 2 begins today, none of its interest.
-        (date(2024, 2, 15), Components(interest=18_000, principal=1_200_000)),
+        # Due date: installment 1's interest is due and period 2, running from today, too.
+        (date(2024, 2, 15), Components(interest=34_620, principal=1_200_000)),
         # DPD 1: period 2 has begun, its full interest 16,620 is included; no penalty in grace.
         (date(2024, 2, 16), Components(interest=34_620, principal=1_200_000)),
         # DPD 4: penalty 276 charged.
@@ -114,9 +119,13 @@ def test_payoff_amount_rule(day: date, expected: Components) -> None:
     assert outstanding(make_case(), day) == expected
 
 
-def test_payoff_on_a_due_date_once_paid_is_the_principal_alone() -> None:
-    case, _ = apply_payment(make_case(), INST1, local(FIRST_DUE, 9))
-    assert outstanding(case, FIRST_DUE) == Components(principal=1_200_000 - 92_016)
+def test_payoff_once_an_installment_is_paid_is_the_balance_and_the_next_periods_interest() -> None:
+    case, _ = apply_payment(make_case(), INST1, local(FIRST_DUE - timedelta(days=1), 9))
+    expected = Components(interest=16_620, principal=1_200_000 - 92_016)
+    # The same the day it is paid, on the due date and mid-period: the payoff does not
+    # drift with the calendar while nothing is due.
+    for day in (FIRST_DUE - timedelta(days=1), FIRST_DUE, FIRST_DUE + timedelta(days=10)):
+        assert outstanding(case, day) == expected
 
 
 @pytest.mark.parametrize(
@@ -182,26 +191,38 @@ def test_allocation_oldest_first_penalty_fee_interest_principal(
     assert alloc == first + second
 
 
-def test_overpayment_prepays_the_next_installments() -> None:
-    """310,016 on 2024-02-10 (mid period 1): installment 1 takes 18,000 + 92,016; 200,000
-    prepays principal: installment 2 (93,396) and 3 (94,797) in full, their interest
-    forgiven; the 11,807 left goes to installment 4's principal."""
+def test_overpayment_prepays_principal_and_re_amortizes_the_rest() -> None:
+    """310,016 on 2024-02-10 (mid period 1): installment 1 takes 18,000 + 92,016; the
+    200,000 beyond prepays principal. The 907,984 still owed is re-amortized over the 11
+    remaining due dates: installment 2 = 76,537 principal + 13,620 interest (1.5 % of
+    907,984), where it was 93,396 + 16,620."""
     case = make_case()
     after, alloc = apply_payment(case, 310_016, local(date(2024, 2, 10), 15))
     assert alloc == Components(interest=18_000, principal=292_016)
-    i1, i2, i3, i4 = after.installments[:4]
-    assert i2.paid == Components(principal=93_396) and i2.interest_forgiven == 16_620
-    assert i3.paid == Components(principal=94_797) and i3.interest_forgiven == 15_219
-    assert i4.paid == Components(principal=11_807) and i4.interest_forgiven == 0
-    later = date(2024, 4, 20)  # past the due dates of 2 and 3: nothing overdue
-    assert days_past_due(after, later) == 0
-    assert [status_of(after, i, later) for i in (i1, i2, i3, i4)] == [
-        InstallmentStatus.PAID,
-        InstallmentStatus.PAID,
-        InstallmentStatus.PAID,
-        InstallmentStatus.SCHEDULED,
-    ]
-    assert outstanding(after, later).principal == 1_200_000 - 292_016
+    i1, i2 = after.installments[:2]
+    assert i1.paid == Components(interest=18_000, principal=92_016)
+    assert i2.paid == Components(principal=200_000)  # the prepayment, booked on the next one
+    assert (remaining_principal(i2), remaining_interest(i2)) == (76_537, 13_620)
+    assert [i.due_date for i in after.installments] == [i.due_date for i in case.installments]
+    assert sum(i.principal for i in after.installments) == 1_200_000
+    assert sum(remaining_principal(i) for i in after.installments) == 907_984
+    # A prepayment is not an installment paid ahead: installment 2 is still due on its date.
+    assert days_past_due(after, date(2024, 4, 20)) == (date(2024, 4, 20) - i2.due_date).days
+    assert outstanding(after, date(2024, 2, 10)).principal == 1_200_000 - 292_016
+
+
+def test_prepaying_principal_never_buys_interest_free_months() -> None:
+    """A borrower who pays each installment early plus 50,000 of extra principal is
+    charged, every period, a month's interest on what is still owed during that period:
+    no more, and no period for free."""
+    case = make_case()
+    for k in range(8):
+        inst = case.installments[k]
+        day = inst.due_date - timedelta(days=1)
+        owed = outstanding(case, day)
+        assert inst.interest - inst.paid.interest == monthly_interest(owed.principal, 1800), k
+        case, _ = apply_payment(case, owed_on(case, inst, day).total + 50_000, local(day, 10))
+        assert days_past_due(case, day) == 0
 
 
 @pytest.mark.parametrize(

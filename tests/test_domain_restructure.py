@@ -124,7 +124,8 @@ def test_reinstallment_capitalizes_everything_outstanding() -> None:
     # Interest of the new first month on the capitalized amount: 1,252,674 x 0.015 = 18,790.11.
     assert fresh[0].interest == 18_790
     assert days_past_due(after, today) == 0
-    assert outstanding(after, today) == Components(principal=1_252_674)
+    # The new first period runs from today: its interest is in the payoff at once.
+    assert outstanding(after, today) == Components(interest=18_790, principal=1_252_674)
     assert after.restructurings[-1].detail == "re-installment over 6 months"
 
 
@@ -139,8 +140,10 @@ def test_reinstallment_keeps_what_was_paid_and_moves_the_rest() -> None:
     assert kept.seq == 1
     assert (kept.principal, kept.interest) == (kept.paid.principal, kept.paid.interest) == (30_620, 18_000)
     assert status_of(after, kept, today) is InstallmentStatus.PAID
-    assert sum(i.principal for i in after.installments if i.seq > 12) == capital
-    assert outstanding(after, today).total == capital
+    fresh = [i for i in after.installments if i.seq > 12]
+    assert sum(i.principal for i in fresh) == capital
+    # Payoff right after: the capital and the interest of the new first period.
+    assert outstanding(after, today).total == capital + fresh[0].interest
 
 
 def test_reinstallment_on_the_31st_keeps_month_ends() -> None:
