@@ -21,7 +21,9 @@ from sqlalchemy.engine import Engine
 from temporalio import activity
 
 from activities import audit, cases, contacts, ledger, names
+from activities._support import non_retryable
 from activities.delivery import Deliverer, LoggingDeliverer
+from domain.policy import Policy, PolicyError, load_policy
 from models.wire import (
     AgentOutcome,
     AgentRelease,
@@ -34,6 +36,7 @@ from models.wire import (
     LoanProjection,
     LoanRecord,
     PaymentBooking,
+    PolicyRequest,
 )
 
 
@@ -77,6 +80,13 @@ class CollectionActivities:
     def write_audit(self, ev: AuditEvent) -> None:
         audit.write_audit(self.engine, ev)
 
+    @activity.defn(name=names.LOAD_POLICY)
+    def load_policy(self, req: PolicyRequest) -> Policy:
+        try:
+            return load_policy(req.name, req.product.value)
+        except PolicyError as exc:
+            raise non_retryable(str(exc), "InvalidPolicy") from exc
+
     @activity.defn(name=names.RECORD_CASE_EVENTS)
     def record_case_events(self, events: CaseEvents) -> None:
         # Each part is idempotent by its own key, so a retry after a partial write
@@ -100,4 +110,5 @@ class CollectionActivities:
             self.file_case_action,
             self.write_audit,
             self.record_case_events,
+            self.load_policy,
         ]

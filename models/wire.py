@@ -141,6 +141,13 @@ class ScheduleSummary(Wire):
 # --- Activity payloads --------------------------------------------------------------
 
 
+class PolicyRequest(Wire):
+    """load_policy: the policy a new loan is collected under (a snapshot kept in its case)."""
+
+    name: str
+    product: Product
+
+
 class LoanRecord(Wire):
     """record_loan: the loan and its schedule as disbursed."""
 

@@ -48,6 +48,7 @@ from models.wire import (
     LoanStart,
     Outstanding,
     PaymentBooking,
+    PolicyRequest,
 )
 from tests.db_fixtures import db_url, engine  # noqa: F401
 
@@ -196,6 +197,7 @@ def test_all_returns_every_named_activity(acts: CollectionActivities) -> None:
         names.FILE_CASE_ACTION,
         names.WRITE_AUDIT,
         names.RECORD_CASE_EVENTS,
+        names.LOAD_POLICY,
     }
     assert isinstance(CollectionActivities(acts.engine).deliverer, LoggingDeliverer)
 
@@ -264,6 +266,17 @@ def test_sync_loan_of_unknown_loan_is_non_retryable(acts: CollectionActivities) 
     with pytest.raises(ApplicationError) as e:
         run(acts.sync_loan, projection(T0))
     assert_non_retryable(e, "loan_id")
+
+
+def test_load_policy_gives_the_product_overrides_and_refuses_an_unknown_policy(
+    acts: CollectionActivities,
+) -> None:
+    auto = run(acts.load_policy, PolicyRequest(name="standard", product="auto"))
+    credit = run(acts.load_policy, PolicyRequest(name="standard", product="credit"))
+    assert auto.field_visit_min_overdue == 2_000_000 != credit.field_visit_min_overdue
+    with pytest.raises(ApplicationError) as e:
+        run(acts.load_policy, PolicyRequest(name="no-such-policy", product="credit"))
+    assert_non_retryable(e, "policy")
 
 
 def test_record_case_events_twice_writes_each_record_once(acts: CollectionActivities) -> None:

@@ -17,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer
 
 from activities.delivery import RecordingDeliverer
+from domain import policy as policy_module
 from models.tables import ContactAttempt
 from models.wire import PaymentIn, RestructuringIn
 from tests.conftest import running_worker
@@ -96,8 +97,12 @@ async def test_stored_histories_replay_on_the_current_code(path: Path) -> None:
     await replayer.replay_workflow(history)
 
 
-async def test_a_fresh_full_ladder_replays(
-    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
+async def test_a_fresh_full_ladder_replays_also_after_the_policy_file_changed(
+    ts_env: WorkflowEnvironment,
+    task_queue: str,
+    wf_db: Engine,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Records the histories the replay test keeps (set RECORD_HISTORIES=1 to refresh the
     stored files) and replays a fresh one: restructuring, payments and the ladder."""
@@ -124,6 +129,24 @@ async def test_a_fresh_full_ladder_replays(
     assert len(history.events) < 4096
     replayer = Replayer(workflows=[LoanCollection], data_converter=pydantic_data_converter)
     await replayer.replay_workflow(history)
+    # Editing the policy file (here: the second overdue SMS moved from DPD 3 to DPD 4)
+    # changes loans started afterwards, never the replay of a running one: each loan
+    # replays under the policy recorded when it started.
+    edited = tmp_path / "policies"
+    edited.mkdir()
+    text = (policy_module.POLICY_DIR / "standard.toml").read_text()
+    assert 'id = "dpd-3-sms"\nday = 3' in text
+    (edited / "standard.toml").write_text(
+        text.replace('id = "dpd-3-sms"\nday = 3', 'id = "dpd-3-sms"\nday = 4')
+    )
+    monkeypatch.setattr(policy_module, "POLICY_DIR", edited)
+    policy_module.load_policy.cache_clear()
+    try:
+        assert policy_module.load_policy("standard", "credit").ladder[1].day == 4
+        await replayer.replay_workflow(history)
+    finally:
+        monkeypatch.undo()
+        policy_module.load_policy.cache_clear()
     import os
 
     if os.environ.get("RECORD_HISTORIES"):

@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy, SearchAttributeUpdate
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     )
     from domain.onboarding import open_case
     from domain.planner import Outcome, PlannedAction, next_action, reconcile, record_outcome
-    from domain.policy import PolicyError, load_policy
+    from domain.policy import Policy, PolicyError, load_policy
     from domain.restructure import restructure
     from domain.schedule import TermsError
     from models import search
@@ -61,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
         PaymentBooking,
         PaymentIn,
         PaymentResult,
+        PolicyRequest,
         RestructuringIn,
         ScheduleSummary,
     )
@@ -79,7 +80,7 @@ class LoanCollection:
     def __init__(self, arg: LoanStart | CarriedCase) -> None:
         start, carried = (arg.start, arg.case) if isinstance(arg, CarriedCase) else (arg, None)
         self.start = start
-        self.start_error: str | None = None
+        # None until run() has opened the case (a new loan: after its policy is loaded).
         self.case: Case | None = carried
         self.changed = False
         self.journal: list[AuditEvent] = []
@@ -87,36 +88,14 @@ class LoanCollection:
         self.published: dict[str, object] = {}
         self.synced: object = None
         self.last_stage: CollectionStage | None = None
-        if carried is None:
-            try:
-                self.case = open_case(
-                    loan_id=start.loan_id,
-                    borrower_id=start.borrower_id,
-                    product=start.product,
-                    currency=start.currency,
-                    principal=start.principal,
-                    annual_rate_bps=start.annual_rate_bps,
-                    term_months=start.term_months,
-                    repayment_method=start.repayment_method,
-                    disbursed_on=start.disbursed_on,
-                    first_due_date=start.first_due_date,
-                    timezone=start.timezone,
-                    policy=load_policy(start.policy, start.product.value),
-                    now=workflow.now(),
-                )
-            except (TermsError, PolicyError) as exc:
-                self.start_error = str(exc)
 
     # --- The loop ------------------------------------------------------------------------
 
     @workflow.run
     async def run(self, arg: LoanStart | CarriedCase) -> CaseView:
-        if self.case is None:
-            raise ApplicationError(
-                f"invalid start input: {self.start_error}", type="InvalidLoan", non_retryable=True
-            )
         if not isinstance(arg, CarriedCase):
             start = arg
+            self.case = await self._open(start)
             await self._local(
                 names.RECORD_LOAN,
                 LoanRecord(
@@ -159,6 +138,51 @@ class LoanCollection:
         await self._flush(workflow.now())
         self._publish(workflow.now())
         return case_view(self._case, workflow.now())
+
+    async def _open(self, start: LoanStart) -> Case:
+        """The new case. The policy comes through an activity, so it is recorded in the
+        history: a later edit of the policy file changes new loans, never the replay of
+        running ones."""
+        try:
+            policy: Policy = await self._local(
+                names.LOAD_POLICY,
+                PolicyRequest(name=start.policy, product=start.product),
+                summary=f"load policy {start.policy} for {start.product.value}",
+                result_type=Policy,
+            )
+            return self._new_case(start, policy)
+        except ActivityError as exc:
+            reason = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc)
+            raise ApplicationError(
+                f"invalid start input: {reason}", type="InvalidLoan", non_retryable=True
+            ) from exc
+        except TermsError as exc:
+            raise ApplicationError(
+                f"invalid start input: {exc}", type="InvalidLoan", non_retryable=True
+            ) from exc
+
+    @staticmethod
+    def _new_case(start: LoanStart, policy: Policy) -> Case:
+        return open_case(
+            loan_id=start.loan_id,
+            borrower_id=start.borrower_id,
+            product=start.product,
+            currency=start.currency,
+            principal=start.principal,
+            annual_rate_bps=start.annual_rate_bps,
+            term_months=start.term_months,
+            repayment_method=start.repayment_method,
+            disbursed_on=start.disbursed_on,
+            first_due_date=start.first_due_date,
+            timezone=start.timezone,
+            policy=policy,
+            now=workflow.now(),
+        )
+
+    async def _opened(self) -> Case:
+        """For handlers: messages that arrive before the case is opened wait for it."""
+        await workflow.wait_condition(lambda: self.case is not None)
+        return self._case
 
     @property
     def _case(self) -> Case:
@@ -409,8 +433,6 @@ class LoanCollection:
         return payment_result(self._case, payment.payment_id, allocation, now, duplicate=False)
 
     def _decoded(self, model: type[M], raw: M | dict[str, Any], message: str, id_field: str) -> M | None:
-        if self.case is None:
-            return None  # the start was invalid; the workflow is failing
         if isinstance(raw, model):
             return raw
         try:
@@ -430,8 +452,9 @@ class LoanCollection:
         self._audit("rejected", f"{message} {ref or ''} rejected: {reason}", f"signal:{message}")
         self.changed = True
 
-    @workflow.update(name="record_payment")
-    def record_payment(self, payment: PaymentIn) -> PaymentResult:
+    @workflow.update  # name: record_payment (the method name; the bare form types async handlers)
+    async def record_payment(self, payment: PaymentIn) -> PaymentResult:
+        await self._opened()
         try:
             self._check_payment(payment)
             return self._apply_payment(payment, "update:record_payment")
@@ -441,14 +464,15 @@ class LoanCollection:
     @record_payment.validator
     def _validate_payment(self, payment: PaymentIn) -> None:
         if self.case is None:
-            raise ApplicationError(f"loan not opened: {self.start_error}", type="InvalidLoan")
+            return  # not opened yet: the handler checks once it is
         try:
             self._check_payment(payment)
         except CaseError as exc:
             raise ApplicationError(str(exc), type="InvalidPayment") from exc
 
     @workflow.signal(name="payment_received")
-    def payment_received(self, raw: PaymentIn | dict[str, Any]) -> None:
+    async def payment_received(self, raw: PaymentIn | dict[str, Any]) -> None:
+        await self._opened()
         # A payload that does not even decode arrives as a dict, so it is recorded as
         # rejected too instead of being dropped unseen.
         payment = self._decoded(PaymentIn, raw, "payment_received", "payment_id")
@@ -504,8 +528,9 @@ class LoanCollection:
             installments=installments_of(case, now),
         )
 
-    @workflow.update(name="apply_restructuring")
-    def apply_restructuring(self, req: RestructuringIn) -> ScheduleSummary:
+    @workflow.update  # name: apply_restructuring
+    async def apply_restructuring(self, req: RestructuringIn) -> ScheduleSummary:
+        await self._opened()
         try:
             self._check_restructuring(req)
             return self._apply_restructuring(req, "update:apply_restructuring")
@@ -515,14 +540,15 @@ class LoanCollection:
     @apply_restructuring.validator
     def _validate_restructuring(self, req: RestructuringIn) -> None:
         if self.case is None:
-            raise ApplicationError(f"loan not opened: {self.start_error}", type="InvalidLoan")
+            return  # not opened yet: the handler checks once it is
         try:
             self._check_restructuring(req)
         except CaseError as exc:
             raise ApplicationError(str(exc), type="InvalidRestructuring") from exc
 
     @workflow.signal(name="restructuring_approved")
-    def restructuring_approved(self, raw: RestructuringIn | dict[str, Any]) -> None:
+    async def restructuring_approved(self, raw: RestructuringIn | dict[str, Any]) -> None:
+        await self._opened()
         req = self._decoded(RestructuringIn, raw, "restructuring_approved", "restructuring_id")
         if req is None:
             return
@@ -534,6 +560,12 @@ class LoanCollection:
 
     @workflow.query(name="state")
     def state(self) -> CaseView:
-        if self.case is None:
-            raise ApplicationError(f"loan not opened: {self.start_error}", type="InvalidLoan")
-        return case_view(self._case, workflow.now())
+        if self.case is not None:
+            return case_view(self.case, workflow.now())
+        # Asked before the first task opened the case: answer from the policy file as it
+        # is now. A query is read-only and never replayed, so this cannot change history.
+        try:
+            provisional = self._new_case(self.start, load_policy(self.start.policy, self.start.product.value))
+        except (TermsError, PolicyError) as exc:
+            raise ApplicationError(f"invalid start input: {exc}", type="InvalidLoan") from exc
+        return case_view(provisional, workflow.now())
