@@ -116,7 +116,7 @@ class Case(BaseModel):
     # The collection case.
     episode: Episode | None = None
     episodes_started: int = 0
-    done_reminders: list[str] = Field(default_factory=list)  # "<seq>:<reminder id>"
+    done_reminders: list[str] = Field(default_factory=list)  # keys of the reminders sent
     assigned_agent: str | None = None
     agent_requested: bool = False  # an assignment is open (possibly queued without agent)
     agent_tried_on: date | None = None  # local day of the last assignment attempt

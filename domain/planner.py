@@ -185,11 +185,11 @@ def _reminders(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]
     actions = []
     for inst in unsettled(case, today):
         for reminder in policy.reminders:
-            done_id = f"{inst.seq}:{reminder.id}"
-            if done_id in case.done_reminders:
-                continue
             day = inst.due_date + timedelta(days=reminder.day)
             nominal = at_local(day, reminder.at, case.timezone)
+            key = _key(case, inst.seq, reminder.id, nominal)
+            if key in case.done_reminders:
+                continue  # keyed by the due date it reminds of: a moved due date is reminded anew
             send_day = local_date(in_window(policy, case.timezone, nominal), case.timezone)
             # Never before now: a late wake-up must not send at a past (in-window) instant,
             # which would really go out now, possibly after the window closed.
@@ -200,7 +200,7 @@ def _reminders(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]
                 PlannedAction(
                     kind=ActionKind.REMINDER,
                     at=at,
-                    key=_key(case, inst.seq, reminder.id, nominal),
+                    key=key,
                     step_id=reminder.id,
                     installment_seq=inst.seq,
                     channel=Channel.SMS,
@@ -314,13 +314,17 @@ def _refresh(case: Case, now: datetime) -> list[PlannedAction]:
         return []
     today = today_for(case, now)
     open_items = unsettled(case, today)
-    if not any(i.due_date <= today for i in open_items):
+    if not open_items:
         return []
-    # Due at the first local midnight after the last refresh, counted from absolute days
-    # (the day after a due date, the day after onboarding), never from `now`: waking at
-    # that midnight must find it due, not a day away.
-    first = min(i.due_date for i in open_items if i.due_date <= today) + timedelta(days=1)
-    day = max(first, local_date(case.onboarded_at, case.timezone) + timedelta(days=1))
+    # The case changes at local midnights only from the earliest unpaid due date on (it
+    # falls due, then overdue, DPD and penalty grow). Due at the first such midnight
+    # after the last refresh, counted from absolute days, never from `now`: waking at
+    # that midnight must find it due, not a day away. A due date moved by an extension
+    # moves this wake with it.
+    day = max(
+        min(i.due_date for i in open_items),
+        local_date(case.onboarded_at, case.timezone) + timedelta(days=1),
+    )
     if case.refreshed_on is not None:
         day = max(day, case.refreshed_on + timedelta(days=1))
     midnight = start_of_day(day, case.timezone)
@@ -358,7 +362,7 @@ def record_outcome(case: Case, action: PlannedAction, outcome: Outcome, now: dat
     update: dict[str, object] = {}
     episode = case.episode
     if action.kind is ActionKind.REMINDER:
-        update["done_reminders"] = [*case.done_reminders, f"{action.installment_seq}:{action.step_id}"]
+        update["done_reminders"] = [*case.done_reminders, action.key]
     elif episode is not None and action.step_id in {s.id for s in case.policy.ladder}:
         changes: dict[str, object] = {"done": [*episode.done, action.step_id]}
         if action.kind is ActionKind.CREDIT_NOTICE and outcome.delivered:

@@ -20,6 +20,7 @@ from domain.ledger import apply_payment, days_past_due, outstanding, overdue_amo
 from domain.planner import Outcome, PlannedAction, next_action, plan, reconcile, record_outcome
 from domain.policy import POLICY_DIR, Policy, load_policy_text
 from tests.test_domain_helpers import (
+    DISBURSED,
     FIRST_DUE,
     NY,
     POLICY,
@@ -222,11 +223,12 @@ def test_midnight_refresh_while_overdue(standard_run: tuple[Case, list[Executed]
     _, log = standard_run
     refreshes = [as_local(e.at) for e in log if e.action.kind is K.REFRESH]
     assert all(r.time() == time(0) for r in refreshes)
-    # Each local day from DPD 1 to DPD 187 starts with a refresh or a midnight ladder step.
+    # Each local day from DPD 0 to DPD 187 starts with a refresh or a midnight ladder step.
     midnights = {as_local(e.at).date() for e in log if as_local(e.at).time() == time(0)}
-    assert {FIRST_DUE + timedelta(days=n) for n in range(1, 188)} <= midnights
-    # Nothing is refreshed before the first due date.
-    assert min(refreshes) == dpd(1)
+    assert {FIRST_DUE + timedelta(days=n) for n in range(0, 188)} <= midnights
+    # Nothing is refreshed before the first due date: the first wake is the midnight it
+    # falls due (status "due"), then every midnight while it is unpaid.
+    assert min(refreshes) == dpd(0)
 
 
 # --- Contact window ---------------------------------------------------------------------
@@ -650,3 +652,54 @@ def test_planned_action_shape() -> None:
     assert action.is_contact
     assert action.key == "L-1/1/t-3/2024-02-12T01:00:00+00:00"
     assert action.template == "reminder_t3"
+
+
+# --- After an extension -------------------------------------------------------------------
+
+
+def test_an_extended_due_date_is_reminded_and_collected_anew() -> None:
+    """Extended by 30 days at DPD 20 and still not paid: the new due date gets its own
+    reminders, falls due at its midnight, and the ladder starts over from it."""
+    from domain.enums import RestructuringKind
+    from domain.restructure import restructure
+
+    case, _, now = drive(make_case(), local(DISBURSED, 10), dpd(20, 12))
+    case = restructure(
+        case,
+        restructuring_id="ext-1",
+        kind=RestructuringKind.EXTENSION,
+        approved_by="supervisor",
+        approval_ref="APR-1",
+        extension_days=30,
+        now=now,
+    )
+    new_due = FIRST_DUE + timedelta(days=30)
+    case, log, _ = drive(case, now, local(new_due + timedelta(days=8), 12))
+    seen = {(e.action.step_id, as_local(e.at)) for e in log if e.action.installment_seq in (1, None)}
+    for step, at in [
+        ("t-3", local(new_due - timedelta(days=3), 9)),
+        ("t-1", local(new_due - timedelta(days=1), 9)),
+        ("due-today", local(new_due, 8, 30)),
+        ("refresh", local(new_due)),
+        ("refresh", local(new_due + timedelta(days=1))),
+        ("dpd-1-sms", local(new_due + timedelta(days=1), 9)),
+        ("dpd-5-credit-notice", local(new_due + timedelta(days=5), 10)),
+        ("dpd-7-call", local(new_due + timedelta(days=7), 10)),
+    ]:
+        assert (step, at) in seen, step
+
+
+def test_without_a_due_day_reminder_the_due_date_still_wakes_the_case() -> None:
+    text = (POLICY_DIR / "standard.toml").read_text()
+    no_day0 = text.replace(
+        '[[reminders]]\nid = "due-today"\nday = 0\nat = "08:30"\ntemplate = "reminder_due_today"\n', ""
+    )
+    assert no_day0 != text
+    policy = load_policy_text(no_day0)
+    case = make_case().model_copy(update={"policy": policy})
+    _, log, _ = drive(case, local(DISBURSED, 10), dpd(1, 12))
+    assert [(e.action.step_id, as_local(e.at)) for e in log if e.at >= local(FIRST_DUE)][:3] == [
+        ("refresh", dpd(0)),
+        ("refresh", dpd(1)),
+        ("dpd-1-sms", dpd(1, 9)),
+    ]
