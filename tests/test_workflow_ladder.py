@@ -326,3 +326,30 @@ async def test_borrower_without_contact_details_is_suppressed_not_failed(
         assert (
             list(db.exec(select(CreditBureauRecord).where(CreditBureauRecord.loan_id == start.loan_id))) == []
         )
+
+
+async def test_an_extended_loan_left_unpaid_falls_overdue_on_its_new_date(
+    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
+) -> None:
+    seed(wf_db)
+    start = loan_start(local_today(await ts_env.get_current_time()))
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        handle = await start_loan(ts_env.client, task_queue, start)
+        due1 = (await state(handle)).installments[0].due_date
+        await sleep_until_local(ts_env, due1 + timedelta(days=20))
+        await handle.execute_update(
+            LoanCollection.apply_restructuring,
+            RestructuringIn(
+                restructuring_id="e", kind="extension", extension_days=30, approved_by="a", approval_ref="b"
+            ),
+        )
+        new_due = due1 + timedelta(days=30)
+        await sleep_until_local(ts_env, new_due + timedelta(days=2), hour=12)
+        s = await state(handle)
+    assert s.stage == "GRACE" and s.days_past_due == 2
+    sent = {
+        c.idempotency_key.split("/")[2]
+        for c in contacts(wf_db, start.loan_id)
+        if c.scheduled_at.astimezone(TZ).date() >= new_due - timedelta(days=3)
+    }
+    assert {"t-3", "t-1", "due-today", "dpd-1-sms"} <= sent
