@@ -129,6 +129,10 @@ class Case(BaseModel):
     contacts_sent: int = 0
     call_log: list[CallAttempt] = Field(default_factory=list)
 
+    # When the ledger last changed (a payment's paid_at, a restructuring): ledger events
+    # are applied in time order, so a backdated payment cannot undo penalty already due.
+    ledger_at: datetime | None = None
+
     # Messages already applied, by id (carried across continue-as-new).
     payments: dict[str, Components] = Field(default_factory=dict)
     restructurings: list[Restructuring] = Field(default_factory=list)

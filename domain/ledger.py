@@ -22,7 +22,7 @@ Rules (DESIGN.md, and the choices this module makes where DESIGN.md is silent):
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 
 from domain.calendar import local_date
 from domain.case import Case, Components, Installment
@@ -32,6 +32,8 @@ from domain.schedule import amortize
 
 BPS = 10_000
 PCT = 100
+# Clock skew accepted between a payment gateway's paid_at and the workflow's time.
+PAID_AT_SKEW = timedelta(minutes=5)
 
 
 class CaseError(ValueError):
@@ -224,6 +226,26 @@ def reamortize(case: Case, later: list[Installment], prepaid: int) -> list[Insta
     return changed
 
 
+def check_paid_at(case: Case, paid_at: datetime, now: datetime) -> None:
+    """A payment's date: not in the future, not before the last change of the ledger, and
+    at most `payment_backdate_days` before it arrives. Raises CaseError("paid_at")."""
+    if paid_at.tzinfo is None:
+        raise CaseError("paid_at", "must carry a UTC offset, e.g. 2026-03-01T10:00:00+08:00")
+    if paid_at > now + PAID_AT_SKEW:
+        raise CaseError("paid_at", f"{paid_at.isoformat()} is in the future")
+    if today_for(case, paid_at) < case.disbursed_on:
+        raise CaseError("paid_at", "is before the loan was disbursed")
+    limit = case.policy.payment_backdate_days
+    if paid_at < now - timedelta(days=limit):
+        raise CaseError("paid_at", f"{paid_at.isoformat()} is more than {limit} days before it was reported")
+    if case.ledger_at is not None and paid_at < case.ledger_at:
+        raise CaseError(
+            "paid_at",
+            f"{paid_at.isoformat()} is before the last payment or restructuring applied "
+            f"({case.ledger_at.isoformat()})",
+        )
+
+
 def apply_payment(case: Case, amount: int, paid_at: datetime) -> tuple[Case, Components]:
     """Allocate a payment; returns the new case and where every minor unit went."""
     if case.closed:
@@ -269,6 +291,7 @@ def apply_payment(case: Case, amount: int, paid_at: datetime) -> tuple[Case, Com
     assert left == 0, "payment not fully allocated below the payoff amount"
     installments = [by_seq[i.seq] for i in case.installments]
     case = case.model_copy(update={"installments": installments})
+    case = case.model_copy(update={"ledger_at": max(paid_at, case.ledger_at or paid_at)})
     if all_settled(case, today):
         case = case.model_copy(update={"closed": True})
     return case, allocation

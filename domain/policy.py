@@ -117,6 +117,9 @@ class Policy(Strict):
     credit_notice_lead_days: int = Field(10, ge=0)
     max_extension_days: int = Field(180, gt=0)
     max_new_term_months: int = Field(60, gt=0)
+    # How late a payment gateway may report a payment and still have it dated when it was
+    # made (a due date is met by paying any time that local day).
+    payment_backdate_days: int = Field(3, ge=0)
     contact_window: ContactWindow = ContactWindow()
     call_caps: CallCaps = CallCaps()
     reminders: tuple[Reminder, ...]

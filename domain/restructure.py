@@ -200,4 +200,4 @@ def restructure(
         at=now,
         detail=detail,
     )
-    return changed.model_copy(update={"restructurings": [*changed.restructurings, record]})
+    return changed.model_copy(update={"restructurings": [*changed.restructurings, record], "ledger_at": now})

@@ -17,6 +17,7 @@ from domain.enums import CollectionStage, InstallmentStatus
 from domain.ledger import (
     CaseError,
     apply_payment,
+    check_paid_at,
     days_past_due,
     oldest_overdue,
     outstanding,
@@ -337,3 +338,37 @@ def test_charged_off_and_paid_off_are_events() -> None:
     assert stage(case.model_copy(update={"charged_off": True}), dpd_day(200)) is CollectionStage.CHARGED_OFF
     assert stage(case.model_copy(update={"charged_off": True}), dpd_day(0)) is CollectionStage.CHARGED_OFF
     assert stage(case.model_copy(update={"closed": True}), dpd_day(0)) is CollectionStage.PAID_OFF
+
+
+# --- The date of a payment ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("paid_at", "message"),
+    [
+        (at_dpd(40, 12) + timedelta(minutes=10), "in the future"),
+        (local(date(2024, 1, 14), 12), "before the loan was disbursed"),
+        # Reported at DPD 40 as paid on the due date: it would wipe out the penalty.
+        (local(FIRST_DUE, 12), "more than 3 days before it was reported"),
+        (datetime(2024, 3, 20, 12), "UTC offset"),
+    ],
+    ids=["future", "before-disbursal", "backdated-past-the-limit", "naive"],
+)
+def test_paid_at_is_refused_naming_the_field(paid_at: datetime, message: str) -> None:
+    with pytest.raises(CaseError, match=rf"^paid_at: .*{message}"):
+        check_paid_at(make_case(), paid_at, at_dpd(40, 12))
+
+
+def test_a_payment_reported_late_counts_on_the_day_it_was_made() -> None:
+    case = make_case()
+    made = local(FIRST_DUE, 23, 50)  # paid on the due date, reported after midnight
+    check_paid_at(case, made, local(FIRST_DUE + timedelta(days=1), 0, 10))
+    after, alloc = apply_payment(case, INST1, made)
+    assert alloc.penalty == 0 and days_past_due(after, FIRST_DUE + timedelta(days=1)) == 0
+
+
+def test_a_payment_dated_before_the_last_ledger_change_is_refused() -> None:
+    case, _ = apply_payment(make_case(), 10_000, at_dpd(10, 12))
+    check_paid_at(case, at_dpd(10, 12), at_dpd(10, 13))  # the same instant is fine
+    with pytest.raises(CaseError, match=r"^paid_at: .*before the last payment or restructuring"):
+        check_paid_at(case, at_dpd(9, 12), at_dpd(10, 13))
