@@ -290,20 +290,23 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
                 f" (installment {episode.anchor_seq})",
             )
         )
-    if case.agent_requested and case.assigned_agent is None and days_past_due(case, today_for(case, now)) > 0:
-        # Waiting in the unassigned queue: look again each local midnight after the
-        # last try for a free agent.
+    if case.agent_requested and days_past_due(case, today_for(case, now)) > 0:
+        # Each local midnight after the last look, ask again who holds the case: a case
+        # waiting in the unassigned queue is picked up when an agent is added, and one
+        # whose agent was deactivated has moved to another (the DB is the truth).
         last_try = case.agent_tried_on or today_for(case, now)
-        retry = start_of_day(last_try + timedelta(days=1), case.timezone)
-        at = max(retry, now)
+        check = start_of_day(last_try + timedelta(days=1), case.timezone)
+        waiting = case.assigned_agent is None
         actions.append(
             PlannedAction(
                 kind=ActionKind.ASSIGN_AGENT,
-                at=at,
-                key=f"{case.loan_id}/{episode.anchor_seq}/assign-agent-retry/{retry.isoformat()}",
-                step_id="assign-agent-retry",
+                at=max(check, now),
+                key=f"{case.loan_id}/{episode.anchor_seq}/agent-check/{check.isoformat()}",
+                step_id="agent-check",
                 installment_seq=episode.anchor_seq,
-                summary="assign agent: retry from the unassigned queue",
+                summary="assign agent: retry from the unassigned queue"
+                if waiting
+                else f"confirm agent {case.assigned_agent}",
             )
         )
     return actions

@@ -48,7 +48,9 @@ def in_window(instant: datetime, tz: str = SH) -> bool:
 
 
 def steps(log: list[Executed], skip: tuple[ActionKind, ...] = (K.REFRESH,)) -> list[str]:
-    return [e.action.step_id for e in log if e.action.kind not in skip]
+    """The ladder as a collector reads it: without the nightly housekeeping (refreshes and
+    the check of who holds the case)."""
+    return [e.action.step_id for e in log if e.action.kind not in skip and e.action.step_id != "agent-check"]
 
 
 def custom_policy(*replacements: tuple[str, str]) -> Policy:
@@ -585,14 +587,29 @@ def test_assignment_without_a_free_agent_retries_each_midnight() -> None:
     assigns = [(e.action.step_id, as_local(e.at)) for e in log if e.action.kind is K.ASSIGN_AGENT]
     assert assigns == [
         ("dpd-31-assign-agent", dpd(31)),
-        ("assign-agent-retry", dpd(32)),
-        ("assign-agent-retry", dpd(33)),
+        ("agent-check", dpd(32)),
+        ("agent-check", dpd(33)),
     ]
     assert case.agent_requested and case.assigned_agent is None
-    retry = next(a for a in plan(case, POLICY, dpd(33, 12)) if a.step_id == "assign-agent-retry")
+    retry = next(a for a in plan(case, POLICY, dpd(33, 12)) if a.step_id == "agent-check")
+    assert "unassigned queue" in retry.summary
     case = record_outcome(case, retry, Outcome(agent_id="agent-2"), retry.at)
     assert case.assigned_agent == "agent-2"
-    assert not [a for a in plan(case, POLICY, retry.at) if a.kind is K.ASSIGN_AGENT]
+    # Then once a night, who holds the case is confirmed (an agent may be deactivated).
+    check = next(a for a in plan(case, POLICY, retry.at) if a.kind is K.ASSIGN_AGENT)
+    assert (as_local(retry.at), as_local(check.at)) == (dpd(34), dpd(35))
+    assert check.summary == "confirm agent agent-2"
+    case = record_outcome(case, check, Outcome(agent_id="agent-3"), check.at)
+    assert case.assigned_agent == "agent-3"
+
+
+def test_a_cured_case_stops_checking_its_agent_and_releases_it() -> None:
+    case, _, now = drive(make_case(), local(date(2024, 1, 15), 10), dpd(35, 12))
+    assert case.assigned_agent is not None
+    case, _ = apply_payment(case, overdue_amount(case, today_for(case, now)), now)
+    case = reconcile(case, now)
+    kinds = [a.kind for a in plan(case, POLICY, now)]
+    assert K.RELEASE_AGENT in kinds and K.ASSIGN_AGENT not in kinds
 
 
 @pytest.mark.parametrize(

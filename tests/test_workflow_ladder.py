@@ -353,3 +353,22 @@ async def test_an_extended_loan_left_unpaid_falls_overdue_on_its_new_date(
         if c.scheduled_at.astimezone(TZ).date() >= new_due - timedelta(days=3)
     }
     assert {"t-3", "t-1", "due-today", "dpd-1-sms"} <= sent
+
+
+async def test_a_deactivated_agents_case_shows_its_new_agent_by_the_next_morning(
+    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
+) -> None:
+    seed(wf_db, agents=2)
+    start = loan_start(local_today(await ts_env.get_current_time()))
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        handle = await start_loan(ts_env.client, task_queue, start)
+        due1 = (await state(handle)).installments[0].due_date
+        await sleep_until_local(ts_env, due1 + timedelta(days=33))
+        first = (await state(handle)).assigned_agent
+        assert first is not None
+        with Session(wf_db) as db:
+            repo.deactivate_agent(db, first)
+            db.commit()
+        await sleep_until_local(ts_env, due1 + timedelta(days=34))
+        now_held = (await state(handle)).assigned_agent
+    assert now_held is not None and now_held != first
