@@ -590,6 +590,9 @@ async def cmd_pay(args: argparse.Namespace, settings: Settings) -> int:
         amount=amount_arg(args.amount, args.currency, "amount"),
         paid_at=parse_paid_at(args.paid_at),
         channel=args.channel,
+        # The amount was read in this currency: the workflow refuses it for a loan in
+        # another one, rather than booking 5000 yen as 500,000.
+        currency=args.currency,
     )
     result = await send_message(args, settings, "payment_received", "record_payment", payment, PaymentResult)
     if result is None:

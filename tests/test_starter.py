@@ -483,6 +483,10 @@ async def test_pay_by_update_and_by_signal(cli: Cli) -> None:
     state = await cli.state(loan_id, until=lambda s: s["installments"][1]["paid"] == 10_000)
     assert state["stage"] == "CURRENT"
 
+    # An amount typed in another currency is refused, not booked at the wrong scale.
+    code, _, err = await cli("pay", loan_id, "5000", "--payment-id", "P-JPY", "--currency", "JPY")
+    assert code == 1 and "currency: JPY is not the loan's currency CNY" in err, err
+
     code, _, err = await cli("pay", "NO-SUCH-LOAN", "1", "--payment-id", "P-4")
     assert code == 1 and "unknown loan NO-SUCH-LOAN" in err
     code, _, err = await cli("status", "NO-SUCH-LOAN")
