@@ -145,6 +145,18 @@ def _record(session: Session, row_id: int, channel: Channel, receipt: DeliveryRe
     return outcome_of(row)
 
 
+def _too_late(session: Session, row_id: int) -> ContactOutcome:
+    row = session.get(ContactAttempt, row_id)
+    if row is None:  # pragma: no cover - rows are never deleted
+        raise non_retryable("contact row vanished", "OutboxError")
+    if row.status not in FINAL_CONTACT_STATUSES:
+        row.status = "suppressed"
+        row.reason = "outside the contact window (retried too late)"
+        session.add(row)
+        session.flush()
+    return outcome_of(row)
+
+
 def send_contact(engine: Engine, deliverer: Deliverer, req: ContactRequest) -> ContactOutcome:
     require(req.key, "key", KEY_LEN)
     require(req.loan_id, "loan_id")
@@ -157,6 +169,11 @@ def send_contact(engine: Engine, deliverer: Deliverer, req: ContactRequest) -> C
         raise non_retryable(str(e), "UnknownTemplate") from e
     if isinstance(prepared, ContactOutcome):
         return prepared
+    if req.not_after is not None and utcnow() > as_utc(req.not_after):
+        # Retries (a gateway outage, a worker restart) ran past the contact window: the
+        # message is not sent at night; the row says why.
+        with unit_of_work(engine) as session:
+            return _too_late(session, prepared.row_id)
     receipt = deliverer.deliver(req.channel, prepared.target.address, prepared.text)
     with unit_of_work(engine) as session:
         outcome = _record(session, prepared.row_id, req.channel, receipt)

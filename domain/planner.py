@@ -111,6 +111,11 @@ def in_window(policy: Policy, tz: str, instant: datetime) -> datetime:
     return into_contact_window(instant, tz, policy.contact_window.opens, policy.contact_window.closes)
 
 
+def window_close(policy: Policy, tz: str, instant: datetime) -> datetime:
+    """When the contact window closes on the local day of `instant`."""
+    return at_local(local_date(instant, tz), policy.contact_window.closes, tz)
+
+
 def call_allowed_at(policy: Policy, tz: str, log: list[CallAttempt], instant: datetime) -> datetime:
     """The first instant >= `instant` at which one more call attempt keeps every cap, inside
     the contact window."""

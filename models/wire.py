@@ -204,6 +204,9 @@ class ContactRequest(Wire):
     template: str
     scheduled_at: datetime
     params: ContactParams
+    # When the borrower's contact window closes that day: past it, the message is
+    # suppressed instead of sent (retries must not deliver at night).
+    not_after: datetime | None = None
 
 
 ContactStatus = Literal["delivered", "suppressed", "failed"]

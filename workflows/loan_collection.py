@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
         today_for,
     )
     from domain.onboarding import open_case
-    from domain.planner import Outcome, PlannedAction, next_action, reconcile, record_outcome
+    from domain.planner import Outcome, PlannedAction, next_action, reconcile, record_outcome, window_close
     from domain.policy import Policy, PolicyError, load_policy
     from domain.restructure import restructure
     from domain.schedule import TermsError
@@ -237,6 +237,7 @@ class LoanCollection:
                     template=action.template,
                     scheduled_at=action.at,
                     params=params,
+                    not_after=window_close(case.policy, case.timezone, action.at),
                 ),
                 summary=action.summary,
                 result_type=ContactOutcome,
