@@ -232,7 +232,8 @@ async def test_a_loan_started_late_starts_in_its_stage_without_replaying_reminde
         handle = await start_loan(ts_env.client, task_queue, start)
         await ts_env.sleep(timedelta(hours=1))
         s = await state(handle)
-    assert s.stage == stage and s.days_past_due == dpd
+    # The server clock may cross a local midnight during the hour slept.
+    assert s.stage == stage and s.days_past_due in (dpd, dpd + 1)
     steps = Counter(c.idempotency_key.split("/")[2] for c in contacts(wf_db, start.loan_id))
     # Nothing that fell before the start is replayed: no reminders of installment 1, no
     # overdue SMS or calls of past days; only the compliance step still owed (the credit

@@ -232,7 +232,7 @@ async def test_search_attributes_find_cases_like_an_operator_would(
         sa = early[0].typed_search_attributes
         from models import search
 
-        assert sa.get(search.DAYS_PAST_DUE) == 10
+        assert sa.get(search.DAYS_PAST_DUE) in (10, 11)  # 11 if the Shanghai day turned meanwhile
         assert sa.get(search.LOAN_ID) == early_loan.loan_id
         assert sa.get(search.AMOUNT_OVERDUE) and sa.get(search.OVERDUE_SINCE) is not None
         assert current.loan_id != agent_loan.loan_id
