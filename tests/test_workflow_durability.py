@@ -29,7 +29,7 @@ pytestmark = pytest.mark.temporal
 HISTORIES = Path(__file__).parent / "histories"
 
 
-async def test_a_worker_killed_mid_ladder_and_restarted_sends_nothing_twice(
+async def test_a_worker_stopped_mid_ladder_and_replaced_sends_nothing_twice(
     ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
 ) -> None:
     seed(wf_db)
