@@ -318,10 +318,8 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
 
 
 def _refresh(case: Case, now: datetime) -> list[PlannedAction]:
-    if case.closed:
-        return []
     today = today_for(case, now)
-    open_items = unsettled(case, today)
+    open_items = [] if case.closed else unsettled(case, today)
     if not open_items:
         return []
     # The case changes at local midnights only from the earliest unpaid due date on (it

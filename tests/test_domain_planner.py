@@ -9,7 +9,7 @@ DPD 91 = May 16; DPD 181 = Aug 14).
 
 from __future__ import annotations
 
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 import pytest
@@ -17,7 +17,7 @@ import pytest
 from domain.case import CallAttempt, Case
 from domain.enums import ActionKind, Channel, CollectionStage
 from domain.ledger import apply_payment, days_past_due, outstanding, overdue_amount, stage, today_for
-from domain.planner import Outcome, PlannedAction, next_action, plan, reconcile, record_outcome
+from domain.planner import Outcome, PlannedAction, next_action, plan, reconcile, record_outcome, window_close
 from domain.policy import POLICY_DIR, Policy, load_policy_text
 from tests.test_domain_helpers import (
     DISBURSED,
@@ -720,3 +720,18 @@ def test_without_a_due_day_reminder_the_due_date_still_wakes_the_case() -> None:
         ("refresh", dpd(1)),
         ("dpd-1-sms", dpd(1, 9)),
     ]
+
+
+@pytest.mark.parametrize(
+    ("tz", "instant", "closes"),
+    [
+        (SH, datetime(2024, 3, 10, 2, tzinfo=UTC), datetime(2024, 3, 10, 13, tzinfo=UTC)),
+        # New York on the day clocks spring forward: 21:00 EDT is 01:00 UTC the next day.
+        (NY, datetime(2024, 3, 10, 15, tzinfo=UTC), datetime(2024, 3, 11, 1, tzinfo=UTC)),
+    ],
+    ids=["shanghai", "new-york-dst-day"],
+)
+def test_window_close_is_21_00_on_the_borrowers_local_day(
+    tz: str, instant: datetime, closes: datetime
+) -> None:
+    assert window_close(POLICY, tz, instant) == closes
