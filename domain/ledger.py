@@ -8,10 +8,11 @@ Rules (DESIGN.md, and the choices this module makes where DESIGN.md is silent):
   principal). It is *charged* only once the installment is still unpaid after the grace
   days; paid within grace, it is never owed.
 - Payoff amount today = penalty charged + fees due + interest of installments due
-  + the full interest of the current installment (the first unpaid one not yet due:
-  its period is running, and early settlement pays it in full, as is usual for Chinese
-  consumer loans) + all unpaid principal. It changes only with payments, restructurings,
-  due dates and penalty accrual, never merely because a day passed.
+  + the full interest of the current installment (the unpaid one whose period is
+  running: early settlement pays the running period's interest in full, as is usual for
+  Chinese consumer loans) + all unpaid principal. The payoff is the same however a
+  day's payments are split: paying the running installment early does not bring the
+  next period's interest forward.
 - Allocation: installments due (oldest first), each penalty -> fee -> interest ->
   principal; then the current installment (interest -> principal); anything beyond is
   a prepayment of principal: the later installments are re-amortized over the same due
@@ -136,9 +137,11 @@ def days_past_due(case: Case, today: date) -> int:
 
 
 def current_installment(case: Case, today: date) -> Installment | None:
-    """The first unpaid installment not yet due: the one whose period is running."""
-    ahead = [i for i in unsettled(case, today) if i.due_date > today]
-    return min(ahead, key=lambda i: (i.due_date, i.seq), default=None)
+    """The unpaid installment whose period is running today (begun, not yet due). Once it
+    is paid, none is current until the next period begins on its due date: paying an
+    installment early never makes the next month's interest owed before its time."""
+    running = [i for i in unsettled(case, today) if i.period_start <= today < i.due_date]
+    return min(running, key=lambda i: (i.due_date, i.seq), default=None)
 
 
 def outstanding(case: Case, today: date) -> Components:
@@ -219,7 +222,8 @@ def reamortize(case: Case, later: list[Installment], prepaid: int) -> list[Insta
                     "paid": paid,
                     "principal": paid.principal + part,
                     "interest": paid.interest + interest,
-                    "interest_forgiven": 0,
+                    # An approved waiver of its interest still stands, up to the new amount.
+                    "interest_forgiven": min(inst.interest_forgiven, interest),
                 }
             )
         )

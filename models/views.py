@@ -6,7 +6,7 @@ Pure functions of (case, now); the workflow passes them through the sandbox.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 from domain.calendar import start_of_day, zone
 from domain.case import Case, Components
@@ -63,6 +63,14 @@ def upcoming(case: Case, now: datetime) -> PlannedAction | None:
     """The next action worth showing: a midnight refresh is housekeeping, not a step."""
     case = reconcile(case, now)
     return next((a for a in plan(case, case.policy, now) if a.kind is not ActionKind.REFRESH), None)
+
+
+def query_time(last_task_time: datetime) -> datetime:
+    """The moment a query answers for. Workflow time stands still between tasks (a loan
+    sleeps for weeks), so a query takes the wall clock when it is later: a query is
+    read-only and never replayed, so this cannot change the case or its history. Not for
+    anything that decides what the workflow does."""
+    return max(last_task_time, datetime.now(UTC))
 
 
 def case_view(case: Case, now: datetime) -> CaseView:

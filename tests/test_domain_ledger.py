@@ -120,13 +120,24 @@ def test_payoff_amount_rule(day: date, expected: Components) -> None:
     assert outstanding(make_case(), day) == expected
 
 
-def test_payoff_once_an_installment_is_paid_is_the_balance_and_the_next_periods_interest() -> None:
-    case, _ = apply_payment(make_case(), INST1, local(FIRST_DUE - timedelta(days=1), 9))
-    expected = Components(interest=16_620, principal=1_200_000 - 92_016)
-    # The same the day it is paid, on the due date and mid-period: the payoff does not
-    # drift with the calendar while nothing is due.
-    for day in (FIRST_DUE - timedelta(days=1), FIRST_DUE, FIRST_DUE + timedelta(days=10)):
-        assert outstanding(case, day) == expected
+def test_paying_an_installment_early_does_not_bring_the_next_periods_interest_forward() -> None:
+    day_before = FIRST_DUE - timedelta(days=1)
+    case, _ = apply_payment(make_case(), INST1, local(day_before, 9))
+    balance = 1_200_000 - 92_016
+    assert outstanding(case, day_before) == Components(principal=balance)
+    # Period 2 begins on installment 1's due date: from then on its interest is owed.
+    for day in (FIRST_DUE, FIRST_DUE + timedelta(days=10)):
+        assert outstanding(case, day) == Components(interest=16_620, principal=balance)
+
+
+def test_closing_on_one_day_costs_the_same_however_the_payments_are_split() -> None:
+    day = local(date(2024, 2, 1), 10)
+    whole = outstanding(make_case(), today_for(make_case(), day)).total
+    case, _ = apply_payment(make_case(), INST1, day)
+    rest = outstanding(case, today_for(case, day)).total
+    assert (whole, INST1 + rest) == (1_218_000, 1_218_000)
+    closed, _ = apply_payment(case, rest, day)
+    assert closed.closed
 
 
 @pytest.mark.parametrize(

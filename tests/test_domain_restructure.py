@@ -304,3 +304,17 @@ def test_nothing_left_to_restructure(kind: RestructuringKind, kw: dict[str, Any]
     with pytest.raises(CaseError, match=message) as err:
         approved(case, kind, local(date(2024, 2, 1), 12), **kw)
     assert err.value.field == "kind"
+
+
+def test_a_prepayment_keeps_an_approved_interest_waiver() -> None:
+    """Interest waived on installment 2, then an extension makes it a later installment:
+    a prepayment re-amortizes it, and the waiver still stands."""
+    from domain.ledger import apply_payment, remaining_interest
+
+    case = make_case()
+    now = at_dpd(33)  # installment 2 is due (Mar 15) and its interest owed
+    waived = approved(case, WAI, now, waive_penalty=True, waive_amount=18_000 + 16_620)
+    assert remaining_interest(waived.installments[1]) == 0
+    extended = approved(waived, EXT, now, extension_days=40)
+    paid, _ = apply_payment(extended, 300_000, now)
+    assert remaining_interest(paid.installments[1]) == 0

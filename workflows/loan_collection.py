@@ -44,6 +44,7 @@ with workflow.unsafe.imports_passed_through():
         overdue_since,
         payment_result,
         projection,
+        query_time,
     )
     from models.wire import (
         AgentOutcome,
@@ -563,12 +564,13 @@ class LoanCollection:
 
     @workflow.query(name="state")
     def state(self) -> CaseView:
+        now = query_time(workflow.now())
         if self.case is not None:
-            return case_view(self.case, workflow.now())
+            return case_view(self.case, now)
         # Asked before the first task opened the case: answer from the policy file as it
         # is now. A query is read-only and never replayed, so this cannot change history.
         try:
             provisional = self._new_case(self.start, load_policy(self.start.policy, self.start.product.value))
         except (TermsError, PolicyError) as exc:
             raise ApplicationError(f"invalid start input: {exc}", type="InvalidLoan") from exc
-        return case_view(provisional, workflow.now())
+        return case_view(provisional, now)
