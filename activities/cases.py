@@ -38,6 +38,11 @@ def assign_agent(engine: Engine, req: AgentRequest) -> AgentOutcome:
     require(req.loan_id, "loan_id")
 
     def work(session: Session) -> AgentOutcome:
+        # The nightly check of a case that has its agent reads without locking the
+        # agents: only a case that needs an agent competes for one.
+        held = repo.open_assignment(session, req.loan_id)
+        if held is not None and held.agent_id is not None:
+            return _outcome(held)
         repo.lock_agents(session)
         row = repo.open_assignment(session, req.loan_id)
         if row is not None:

@@ -145,16 +145,21 @@ def _record(session: Session, row_id: int, channel: Channel, receipt: DeliveryRe
     return outcome_of(row)
 
 
+DEFERRED_REASON = "outside the contact window: deferred to the next window"
+
+
 def _too_late(session: Session, row_id: int) -> ContactOutcome:
     row = session.get(ContactAttempt, row_id)
     if row is None:  # pragma: no cover - rows are never deleted
         raise non_retryable("contact row vanished", "OutboxError")
-    if row.status not in FINAL_CONTACT_STATUSES:
-        row.status = "suppressed"
-        row.reason = "outside the contact window (retried too late)"
-        session.add(row)
-        session.flush()
-    return outcome_of(row)
+    if row.status in FINAL_CONTACT_STATUSES:
+        return outcome_of(row)
+    # Not final: the workflow plans the same contact (same key) into the next window,
+    # and that attempt delivers it.
+    row.reason = DEFERRED_REASON
+    session.add(row)
+    session.flush()
+    return ContactOutcome(status="deferred", reason=DEFERRED_REASON, line=row.line)
 
 
 def send_contact(engine: Engine, deliverer: Deliverer, req: ContactRequest) -> ContactOutcome:

@@ -230,9 +230,12 @@ def reamortize(case: Case, later: list[Installment], prepaid: int) -> list[Insta
     return changed
 
 
-def check_paid_at(case: Case, paid_at: datetime, now: datetime) -> None:
-    """A payment's date: not in the future, not before the last change of the ledger, and
-    at most `payment_backdate_days` before it arrives. Raises CaseError("paid_at")."""
+def payment_date(case: Case, paid_at: datetime, now: datetime) -> datetime:
+    """When a payment counts: when it was made (a due date is met by paying any time that
+    local day), but never later than now (a gateway clock a little ahead) nor earlier than
+    the last change already applied (ledger events stay in order). Refused, naming
+    `paid_at`: no UTC offset, in the future beyond the clock skew, before disbursal, or
+    more than `payment_backdate_days` before it was reported."""
     if paid_at.tzinfo is None:
         raise CaseError("paid_at", "must carry a UTC offset, e.g. 2026-03-01T10:00:00+08:00")
     if paid_at > now + PAID_AT_SKEW:
@@ -242,12 +245,8 @@ def check_paid_at(case: Case, paid_at: datetime, now: datetime) -> None:
     limit = case.policy.payment_backdate_days
     if paid_at < now - timedelta(days=limit):
         raise CaseError("paid_at", f"{paid_at.isoformat()} is more than {limit} days before it was reported")
-    if case.ledger_at is not None and paid_at < case.ledger_at:
-        raise CaseError(
-            "paid_at",
-            f"{paid_at.isoformat()} is before the last payment or restructuring applied "
-            f"({case.ledger_at.isoformat()})",
-        )
+    dated = min(paid_at, now)
+    return max(dated, case.ledger_at) if case.ledger_at is not None else dated
 
 
 def apply_payment(case: Case, amount: int, paid_at: datetime) -> tuple[Case, Components]:

@@ -32,11 +32,12 @@ from pydantic import BaseModel
 
 from domain.calendar import at_local, into_contact_window, local_date, next_local_midnight, start_of_day
 from domain.case import CallAttempt, Case, Episode
-from domain.enums import CONTACT_KINDS, ActionKind, Channel
+from domain.enums import CONTACT_KINDS, ActionKind, Channel, CollectionStage
 from domain.ledger import (
     days_past_due,
     oldest_overdue,
     overdue_amount,
+    stage,
     today_for,
     unsettled,
 )
@@ -77,6 +78,7 @@ class Outcome(BaseModel):
     """What executing an action produced, as the workflow reports it back."""
 
     delivered: bool = True  # contacts: delivered (False: suppressed or failed)
+    deferred: bool = False  # contacts: not sent, too late for the window: still owed
     dialed: bool = False
     connected: bool = False
     line: str | None = None
@@ -150,6 +152,14 @@ def trim_call_log(log: list[CallAttempt], now: datetime) -> list[CallAttempt]:
 
 # --- Planning -------------------------------------------------------------------------
 
+AGENT_CHECK = "agent-check"
+
+
+def is_housekeeping(action: PlannedAction) -> bool:
+    """Nightly upkeep rather than a step of the ladder: the midnight refresh and the check
+    of who holds the case."""
+    return action.kind is ActionKind.REFRESH or action.step_id == AGENT_CHECK
+
 
 def _key(case: Case, seq: int | None, step_id: str, nominal: datetime) -> str:
     return f"{case.loan_id}/{seq if seq is not None else '-'}/{step_id}/{nominal.isoformat()}"
@@ -187,6 +197,10 @@ def _followups(case: Case, now: datetime) -> list[PlannedAction]:
 
 def _reminders(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
     today = today_for(case, now)
+    if stage(case, today) in (CollectionStage.LEGAL, CollectionStage.CHARGED_OFF):
+        # Once with legal or charged off, the case is not reminded of routine due dates
+        # (a cure brings it back to CURRENT, and the reminders with it).
+        return []
     actions = []
     for inst in unsettled(case, today):
         for reminder in policy.reminders:
@@ -295,7 +309,7 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
                 f" (installment {episode.anchor_seq})",
             )
         )
-    if case.agent_requested and days_past_due(case, today_for(case, now)) > 0:
+    if case.agent_requested and not case.charged_off and days_past_due(case, today_for(case, now)) > 0:
         # Each local midnight after the last look, ask again who holds the case: a case
         # waiting in the unassigned queue is picked up when an agent is added, and one
         # whose agent was deactivated has moved to another (the DB is the truth).
@@ -306,8 +320,8 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
             PlannedAction(
                 kind=ActionKind.ASSIGN_AGENT,
                 at=max(check, now),
-                key=f"{case.loan_id}/{episode.anchor_seq}/agent-check/{check.isoformat()}",
-                step_id="agent-check",
+                key=f"{case.loan_id}/{episode.anchor_seq}/{AGENT_CHECK}/{check.isoformat()}",
+                step_id=AGENT_CHECK,
                 installment_seq=episode.anchor_seq,
                 summary="assign agent: retry from the unassigned queue"
                 if waiting
@@ -365,6 +379,8 @@ def next_action(case: Case, policy: Policy, now: datetime) -> PlannedAction | No
 
 def record_outcome(case: Case, action: PlannedAction, outcome: Outcome, now: datetime) -> Case:
     """The case after `action` was executed with `outcome`."""
+    if outcome.deferred:
+        return case  # nothing happened; the step stays owed and is planned into the next window
     update: dict[str, object] = {}
     episode = case.episode
     if action.kind is ActionKind.REMINDER:

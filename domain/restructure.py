@@ -200,4 +200,7 @@ def restructure(
         at=now,
         detail=detail,
     )
-    return changed.model_copy(update={"restructurings": [*changed.restructurings, record], "ledger_at": now})
+    ledger_at = max(now, case.ledger_at) if case.ledger_at else now
+    return changed.model_copy(
+        update={"restructurings": [*changed.restructurings, record], "ledger_at": ledger_at}
+    )

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 
 from domain.calendar import start_of_day, zone
 from domain.case import Case, Components
-from domain.enums import ActionKind
 from domain.ledger import (
     days_past_due,
     oldest_overdue,
@@ -21,7 +20,7 @@ from domain.ledger import (
     today_for,
 )
 from domain.money import format_amount
-from domain.planner import PlannedAction, plan, reconcile
+from domain.planner import PlannedAction, is_housekeeping, plan, reconcile
 from models.wire import (
     Allocation,
     CaseView,
@@ -60,9 +59,10 @@ def installments_of(case: Case, now: datetime) -> list[InstallmentView]:
 
 
 def upcoming(case: Case, now: datetime) -> PlannedAction | None:
-    """The next action worth showing: a midnight refresh is housekeeping, not a step."""
+    """The next step of the case. The nightly housekeeping (the midnight refresh, the
+    check of who holds the case) is not a step a collector waits for."""
     case = reconcile(case, now)
-    return next((a for a in plan(case, case.policy, now) if a.kind is not ActionKind.REFRESH), None)
+    return next((a for a in plan(case, case.policy, now) if not is_housekeeping(a)), None)
 
 
 def query_time(last_task_time: datetime) -> datetime:

@@ -209,7 +209,9 @@ class ContactRequest(Wire):
     not_after: datetime | None = None
 
 
-ContactStatus = Literal["delivered", "suppressed", "failed"]
+# deferred: retries ran past the contact window; nothing was sent, the contact is due
+# again in the next window.
+ContactStatus = Literal["delivered", "suppressed", "failed", "deferred"]
 
 
 class ContactOutcome(Wire):

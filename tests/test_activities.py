@@ -348,17 +348,19 @@ def test_concurrent_duplicate_payments_book_once(acts: CollectionActivities) -> 
 # --- contacts ------------------------------------------------------------------------
 
 
-def test_a_contact_retried_past_the_window_is_suppressed_not_sent(
+def test_a_contact_retried_past_the_window_is_deferred_not_sent(
     acts: CollectionActivities, deliverer: RecordingDeliverer
 ) -> None:
     add_borrower(acts.engine)
     closed = datetime.now(UTC) - timedelta(minutes=1)
     late = run(acts.send_contact, contact(not_after=closed))
-    assert late.status == "suppressed" and "contact window" in (late.reason or "")
+    assert late.status == "deferred" and "contact window" in (late.reason or "")
     assert deliverer.sent == []
-    # In time, the same kind of message goes out.
-    ok = run(acts.send_contact, contact(key="L1:reminder:2", not_after=closed + timedelta(hours=2)))
-    assert ok.status == "delivered" and len(deliverer.sent) == 1
+    # The same contact (same key), planned into the next window, goes out then, once.
+    again = run(acts.send_contact, contact(not_after=datetime.now(UTC) + timedelta(hours=2)))
+    assert again.status == "delivered" and len(deliverer.sent) == 1
+    assert run(acts.send_contact, contact()) == again
+    assert count(acts.engine, ContactAttempt) == 1
 
 
 def test_send_contact_twice_sends_once(acts: CollectionActivities, deliverer: RecordingDeliverer) -> None:

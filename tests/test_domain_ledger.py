@@ -17,12 +17,12 @@ from domain.enums import CollectionStage, InstallmentStatus
 from domain.ledger import (
     CaseError,
     apply_payment,
-    check_paid_at,
     days_past_due,
     oldest_overdue,
     outstanding,
     overdue_amount,
     owed_on,
+    payment_date,
     remaining_interest,
     remaining_principal,
     stage,
@@ -367,19 +367,27 @@ def test_charged_off_and_paid_off_are_events() -> None:
 )
 def test_paid_at_is_refused_naming_the_field(paid_at: datetime, message: str) -> None:
     with pytest.raises(CaseError, match=rf"^paid_at: .*{message}"):
-        check_paid_at(make_case(), paid_at, at_dpd(40, 12))
+        payment_date(make_case(), paid_at, at_dpd(40, 12))
 
 
 def test_a_payment_reported_late_counts_on_the_day_it_was_made() -> None:
     case = make_case()
     made = local(FIRST_DUE, 23, 50)  # paid on the due date, reported after midnight
-    check_paid_at(case, made, local(FIRST_DUE + timedelta(days=1), 0, 10))
-    after, alloc = apply_payment(case, INST1, made)
+    dated = payment_date(case, made, local(FIRST_DUE + timedelta(days=1), 0, 10))
+    assert dated == made
+    after, alloc = apply_payment(case, INST1, dated)
     assert alloc.penalty == 0 and days_past_due(after, FIRST_DUE + timedelta(days=1)) == 0
 
 
-def test_a_payment_dated_before_the_last_ledger_change_is_refused() -> None:
+def test_a_gateway_clock_a_little_ahead_is_dated_now() -> None:
+    now = at_dpd(10, 12)
+    assert payment_date(make_case(), now + timedelta(minutes=4), now) == now
+
+
+def test_a_payment_made_before_the_last_ledger_change_counts_right_after_it() -> None:
+    """Money actually received is never refused for its date: reported after a later
+    payment or restructuring was applied, it is dated just as that change, so the ledger
+    stays in order and no penalty already charged is undone."""
     case, _ = apply_payment(make_case(), 10_000, at_dpd(10, 12))
-    check_paid_at(case, at_dpd(10, 12), at_dpd(10, 13))  # the same instant is fine
-    with pytest.raises(CaseError, match=r"^paid_at: .*before the last payment or restructuring"):
-        check_paid_at(case, at_dpd(9, 12), at_dpd(10, 13))
+    assert payment_date(case, at_dpd(10, 11), at_dpd(10, 13)) == at_dpd(10, 12)
+    assert payment_date(case, at_dpd(10, 13), at_dpd(10, 13)) == at_dpd(10, 13)

@@ -17,7 +17,16 @@ import pytest
 from domain.case import CallAttempt, Case
 from domain.enums import ActionKind, Channel, CollectionStage
 from domain.ledger import apply_payment, days_past_due, outstanding, overdue_amount, stage, today_for
-from domain.planner import Outcome, PlannedAction, next_action, plan, reconcile, record_outcome, window_close
+from domain.planner import (
+    Outcome,
+    PlannedAction,
+    is_housekeeping,
+    next_action,
+    plan,
+    reconcile,
+    record_outcome,
+    window_close,
+)
 from domain.policy import POLICY_DIR, Policy, load_policy_text
 from tests.test_domain_helpers import (
     DISBURSED,
@@ -735,3 +744,26 @@ def test_window_close_is_21_00_on_the_borrowers_local_day(
     tz: str, instant: datetime, closes: datetime
 ) -> None:
     assert window_close(POLICY, tz, instant) == closes
+
+
+def test_no_routine_reminders_while_with_legal_or_charged_off_and_again_after_a_cure() -> None:
+    legal_day = FIRST_DUE + timedelta(days=91)
+    charged, log, _ = drive(make_case(), local(DISBURSED, 10), dpd(240, 12))
+    assert stage(charged, today_for(charged, dpd(240, 12))) is CollectionStage.CHARGED_OFF
+    assert [e for e in log if e.action.kind is K.REMINDER and e.at >= local(legal_day)] == []
+    # Cured while with legal: back to CURRENT, and the next due date is reminded again.
+    legal, _, now = drive(make_case(), local(DISBURSED, 10), dpd(120, 12))
+    cured, _ = apply_payment(legal, overdue_amount(legal, today_for(legal, now)), now)
+    assert stage(cured, today_for(cured, now)) is CollectionStage.CURRENT
+    _, after, _ = drive(cured, now, now + timedelta(days=40))
+    assert any(e.action.kind is K.REMINDER for e in after)
+
+
+def test_a_deferred_contact_stays_owed_and_goes_out_in_the_next_window() -> None:
+    case, _, now = drive(make_case(), local(DISBURSED, 10), dpd(5, 9))
+    notice = next_action(case, POLICY, now)
+    assert notice is not None and notice.kind is K.CREDIT_NOTICE
+    late = dpd(5, 21, 30)  # the gateway recovered only after the window closed
+    case = record_outcome(case, notice, Outcome(delivered=False, deferred=True), late)
+    again = next(a for a in plan(reconcile(case, late), POLICY, late) if not is_housekeeping(a))
+    assert (again.key, as_local(again.at)) == (notice.key, dpd(6, 8))

@@ -22,11 +22,11 @@ with workflow.unsafe.imports_passed_through():
     from domain.ledger import (
         CaseError,
         apply_payment,
-        check_paid_at,
         days_past_due,
         outstanding,
         overdue_amount,
         owed_on,
+        payment_date,
         stage,
         today_for,
     )
@@ -243,6 +243,8 @@ class LoanCollection:
                 summary=action.summary,
                 result_type=ContactOutcome,
             )
+            if result.status == "deferred":
+                return Outcome(delivered=False, deferred=True)
             delivered = result.status == "delivered"
             if kind is ActionKind.CREDIT_NOTICE and delivered:
                 await self._file(action, now)
@@ -400,8 +402,7 @@ class LoanCollection:
         if isinstance(payment.amount, bool) or payment.amount <= 0:
             raise CaseError("amount", f"must be an integer > 0 in minor units (got {payment.amount})")
         now = workflow.now()
-        paid_at = payment.paid_at or now
-        check_paid_at(case, paid_at, now)
+        paid_at = payment_date(case, payment.paid_at or now, now)
         payoff = outstanding(case, today_for(case, paid_at)).total
         if payment.amount > payoff:
             raise CaseError("amount", f"{payment.amount} is above the payoff amount {payoff}")
@@ -413,7 +414,7 @@ class LoanCollection:
             return payment_result(
                 case, payment.payment_id, case.payments[payment.payment_id], now, duplicate=True
             )
-        paid_at = payment.paid_at or now
+        paid_at = payment_date(case, payment.paid_at or now, now)
         case, allocation = apply_payment(case, payment.amount, paid_at)
         case = case.model_copy(update={"payments": {**case.payments, payment.payment_id: allocation}})
         self.case = reconcile(case, now)
