@@ -171,21 +171,8 @@ class LoanCollection:
 
     @staticmethod
     def _new_case(start: LoanStart, policy: Policy) -> Case:
-        return open_case(
-            loan_id=start.loan_id,
-            borrower_id=start.borrower_id,
-            product=start.product,
-            currency=start.currency,
-            principal=start.principal,
-            annual_rate_bps=start.annual_rate_bps,
-            term_months=start.term_months,
-            repayment_method=start.repayment_method,
-            disbursed_on=start.disbursed_on,
-            first_due_date=start.first_due_date,
-            timezone=start.timezone,
-            policy=policy,
-            now=workflow.now(),
-        )
+        # The start input's fields are open_case's arguments; its policy name is resolved.
+        return open_case(**start.model_dump(exclude={"policy"}), policy=policy, now=workflow.now())
 
     async def _opened(self) -> Case:
         """For handlers: messages that arrive before the case is opened wait for it."""
