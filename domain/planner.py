@@ -20,8 +20,11 @@ the action is due (or a message changes the case), executes it, records the outc
   also due is dropped as stale: one message, not a burst of old ones.
 - A cure (nothing overdue) ends the episode: the agent is released and the credit bureau
   updated; payoff closes the case after the same follow-ups.
-- While a loan is overdue, or an installment is due today, the workflow also wakes at
-  each local midnight (REFRESH) so DPD and the search attributes are true to the day.
+- Routine reminders pause while the case is with legal or charged off. A contact too late
+  for the window (Outcome.deferred) stays owed and goes out in the next window.
+- From the earliest unpaid due date on, the workflow also wakes at each local midnight
+  (REFRESH) so status, DPD and the search attributes are true to the day; while an agent
+  holds the case it also checks, each night, who that is (the DB is the truth).
 """
 
 from __future__ import annotations
