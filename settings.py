@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
+from collections.abc import Awaitable
+
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -27,6 +31,17 @@ class Settings(BaseSettings):
 
 def get_settings() -> Settings:
     return Settings()
+
+
+async def settled(work: Awaitable[int]) -> int:
+    """Await a door's work (worker, CLI, stack), then let the SDK's Rust threads wind
+    down inside the event loop before the interpreter exits: they can race its shutdown
+    and abort the process (sdk-python #300)."""
+    try:
+        return await work
+    finally:
+        gc.collect()
+        await asyncio.sleep(0.2)
 
 
 class TemporalUnreachable(RuntimeError):

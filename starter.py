@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -72,7 +71,7 @@ from models.wire import (
     RestructuringIn,
     ScheduleSummary,
 )
-from settings import WORKFLOW_TYPE, Settings, get_settings, workflow_id
+from settings import WORKFLOW_TYPE, Settings, get_settings, settled, workflow_id
 from settings import connect as settings_connect
 
 EXIT_OK = 0
@@ -1223,18 +1222,8 @@ async def amain(argv: Sequence[str] | None = None, settings: Settings | None = N
         return 130
 
 
-async def _main_then_settle(argv: Sequence[str] | None) -> int:
-    try:
-        return await amain(argv)
-    finally:
-        # The SDK's Rust threads can race interpreter shutdown (sdk-python #300): drop the
-        # client and let its threads settle inside the loop before returning.
-        gc.collect()
-        await asyncio.sleep(0.2)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    return asyncio.run(_main_then_settle(argv))
+    return asyncio.run(settled(amain(argv)))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ registered in its namespace: a workflow that upserts an unregistered attribute i
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -30,7 +29,7 @@ from activities.registry import CollectionActivities
 from domain.policy import POLICY_DIR, load_policy
 from models import search
 from models.db import make_engine, upgrade_schema
-from settings import Settings, connect, get_settings
+from settings import Settings, connect, get_settings, settled
 from workflows.loan_collection import LoanCollection
 
 log = logging.getLogger("worker")
@@ -163,12 +162,9 @@ def main() -> int:
         except RuntimeError as exc:
             log.error("cannot run the worker: %s", exc)
             code = 1
-        # Let the SDK's threads wind down before the interpreter exits (sdk-python #300).
-        gc.collect()
-        await asyncio.sleep(0.2)
         return code
 
-    code = asyncio.run(serve())
+    code = asyncio.run(settled(serve()))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -47,7 +47,7 @@ from demo.book import DemoBook, DemoLoan, Intent, build_book  # noqa: E402
 from domain.enums import CollectionStage  # noqa: E402
 from models import search  # noqa: E402
 from models.wire import PaymentIn, PaymentResult  # noqa: E402
-from settings import Settings, get_settings, workflow_id  # noqa: E402
+from settings import Settings, get_settings, settled, workflow_id  # noqa: E402
 
 STAGES = [s.value for s in CollectionStage]
 
@@ -547,16 +547,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
 
-    async def go() -> int:
-        try:
-            return await run(args)
-        finally:
-            import gc
-
-            gc.collect()
-            await asyncio.sleep(0.2)  # let the SDK's threads settle (sdk-python #300)
-
-    code = asyncio.run(go())
+    code = asyncio.run(settled(run(args)))
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
