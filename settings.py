@@ -11,11 +11,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
-WORKFLOW_TYPE = "LoanCollection"
+from models.contract import DEFAULT_TASK_QUEUE, WORKFLOW_TYPE, workflow_id
 
-
-def workflow_id(loan_id: str) -> str:
-    return f"loan-{loan_id}"
+__all__ = ["WORKFLOW_TYPE", "Settings", "connect", "get_settings", "settled", "workflow_id"]
 
 
 class Settings(BaseSettings):
@@ -23,7 +21,7 @@ class Settings(BaseSettings):
 
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
-    temporal_task_queue: str = "loan-collections"
+    temporal_task_queue: str = DEFAULT_TASK_QUEUE
     database_url: str = "sqlite:///./collections.db"
     metrics_port: int | None = None  # Prometheus endpoint of the SDK runtime, off by default
     log_level: str = "INFO"

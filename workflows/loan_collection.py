@@ -36,6 +36,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.restructure import restructure
     from domain.schedule import TermsError
     from models import search
+    from models.contract import WORKFLOW_TYPE
     from models.views import (
         case_view,
         details_markdown,
@@ -68,7 +69,6 @@ with workflow.unsafe.imports_passed_through():
         ScheduleSummary,
     )
 
-WORKFLOW_TYPE = "LoanCollection"
 M = TypeVar("M", bound=BaseModel)
 MAX_REJECTIONS_KEPT = 50
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=10))
