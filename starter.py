@@ -175,6 +175,7 @@ def validate_start(data: Any) -> LoanStart:
             timezone=start.timezone,
             currency=start.currency,
             max_annual_rate_bps=policy.max_annual_rate_bps,
+            max_term_months=policy.max_term_months,
         )
     except TermsError as exc:
         raise ValueError(str(exc)) from None

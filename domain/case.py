@@ -39,8 +39,12 @@ class Components(BaseModel):
 
 class Installment(BaseModel):
     seq: int
+    # The contract period whose interest this installment carries. Interest is earned by
+    # the period: once it has begun, its full interest is in the payoff. An extension
+    # moves the due date, never the period (period_end keeps the original due date).
     period_start: date
     due_date: date
+    period_end: date | None = None  # None: the period ends on the due date
     principal: int
     interest: int
     fee: int = 0
@@ -49,12 +53,15 @@ class Installment(BaseModel):
     # period began, or waived.
     interest_forgiven: int = 0
     fee_waived: int = 0
-    # Penalty accrued up to (not including) penalty_through; contingent until charged.
+    # Penalty accrued since the current due date up to (not including) penalty_through;
+    # contingent until charged (the installment still unpaid after the grace days), and
+    # once charged it stays charged.
     penalty_accrued: int = 0
     penalty_through: date | None = None
-    # Once a penalty has been charged (grace passed while unpaid) it stays charged even
-    # when a later extension moves the due date.
     penalty_charged: bool = False
+    # Penalty charged before an extension moved the due date: always owed. The moved due
+    # date starts a fresh accrual with its own grace.
+    penalty_carried: int = 0
     penalty_waived: int = 0
 
 

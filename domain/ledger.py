@@ -4,20 +4,25 @@ Rules (DESIGN.md, and the choices this module makes where DESIGN.md is silent):
 - An installment is *due* on its due date (local) and *overdue* from the next day.
 - Penalty interest accrues daily on the installment's unpaid principal from its due date
   at annual_rate_bps x penalty_rate_multiplier_pct / 100 / penalty_day_basis, rounded
-  half-up per accrual span (a span ends whenever a payment or restructuring changes the
-  principal). It is *charged* only once the installment is still unpaid after the grace
-  days; paid within grace, it is never owed.
-- Payoff amount today = penalty charged + fees due + interest of installments due
-  + the full interest of the current installment (the unpaid one whose period is
-  running: early settlement pays the running period's interest in full, as is usual for
-  Chinese consumer loans) + all unpaid principal. The payoff is the same however a
-  day's payments are split: paying the running installment early does not bring the
-  next period's interest forward.
+  half-up once per accrual span. A span ends only when the installment's unpaid
+  principal changes (a payment of its principal) or its due date moves (an extension):
+  payments of penalty, fees or interest, and waivers, never end one, so the number of
+  payments never changes the total cost. It is *charged* only once the installment is
+  still unpaid after the grace days; paid within grace, it is never owed. Every due
+  date gets its grace: an extension carries the penalty already charged (owed for good)
+  and the moved due date starts a fresh accrual with its own grace.
+- Interest is earned by the contract period: once an installment's period has begun,
+  its full interest is owed by an early settlement (as is usual for Chinese consumer
+  loans). An extension moves due dates, never periods, so it forgives nothing.
+- Payoff amount today = penalty charged + fees due + the interest of every installment
+  whose period has begun (those due, and the running one) + all unpaid principal. The
+  payoff is the same however a day's payments are split: paying the running installment
+  early does not bring the next period's interest forward.
 - Allocation: installments due (oldest first), each penalty -> fee -> interest ->
-  principal; then the current installment (interest -> principal); anything beyond is
-  a prepayment of principal: the later installments are re-amortized over the same due
-  dates on the lower balance (same term, smaller installments). A penalty charged before
-  an extension moved an installment's due date ahead is taken first from that
+  principal; then those whose period has begun (interest -> principal); anything beyond
+  is a prepayment of principal: the later installments are re-amortized over the same
+  due dates on the lower balance (same term, smaller installments). A penalty charged
+  before an extension moved an installment's due date ahead is taken first from that
   installment.
 """
 
@@ -68,8 +73,18 @@ def _contract_unpaid(inst: Installment) -> bool:
     return remaining_principal(inst) > 0 or remaining_interest(inst) > 0 or remaining_fee(inst) > 0
 
 
+def period_end(inst: Installment) -> date:
+    """The end of the installment's contract period (an extension moves only its due date)."""
+    return inst.period_end or inst.due_date
+
+
+def has_begun(inst: Installment, today: date) -> bool:
+    """Its period has begun: its full interest is earned (owed by an early settlement)."""
+    return inst.period_start <= today
+
+
 def penalty_accrued(case: Case, inst: Installment, today: date) -> int:
-    """Penalty accrued on the installment through `today` (charged or not)."""
+    """Penalty accrued since the current due date through `today` (charged or not)."""
     start = max(inst.due_date, inst.penalty_through or inst.due_date)
     days = (today - start).days
     unpaid = remaining_principal(inst)
@@ -90,9 +105,8 @@ def penalty_is_charged(case: Case, inst: Installment, today: date) -> bool:
 
 
 def penalty_owed(case: Case, inst: Installment, today: date) -> int:
-    if not penalty_is_charged(case, inst, today):
-        return 0
-    return penalty_accrued(case, inst, today) - inst.paid.penalty - inst.penalty_waived
+    charged = penalty_accrued(case, inst, today) if penalty_is_charged(case, inst, today) else 0
+    return inst.penalty_carried + charged - inst.paid.penalty - inst.penalty_waived
 
 
 def is_settled(case: Case, inst: Installment, today: date) -> bool:
@@ -136,24 +150,16 @@ def days_past_due(case: Case, today: date) -> int:
     return (today - oldest.due_date).days if oldest else 0
 
 
-def current_installment(case: Case, today: date) -> Installment | None:
-    """The unpaid installment whose period is running today (begun, not yet due). Once it
-    is paid, none is current until the next period begins on its due date: paying an
-    installment early never makes the next month's interest owed before its time."""
-    running = [i for i in unsettled(case, today) if i.period_start <= today < i.due_date]
-    return min(running, key=lambda i: (i.due_date, i.seq), default=None)
-
-
 def outstanding(case: Case, today: date) -> Components:
-    """The payoff amount today, by component (see the module docstring)."""
-    current = current_installment(case, today)
+    """The payoff amount today, by component (see the module docstring). Paying an
+    installment early never makes the next period's interest owed before it begins."""
     total = Components()
     for inst in case.installments:
         due = inst.due_date <= today
         total = total + Components(
             penalty=penalty_owed(case, inst, today),
             fee=remaining_fee(inst) if due else 0,
-            interest=remaining_interest(inst) if due or inst is current else 0,
+            interest=remaining_interest(inst) if due or has_begun(inst, today) else 0,
             principal=remaining_principal(inst),
         )
     return total
@@ -179,26 +185,29 @@ def all_settled(case: Case, today: date) -> bool:
 # --- Changing the ledger -------------------------------------------------------------
 
 
-def materialize_penalties(case: Case, today: date) -> Case:
-    """Fix the penalty accrued so far into the installments, so that a change of
-    principal from today on accrues at the new balance."""
-    installments = []
-    for inst in case.installments:
-        accrued = penalty_accrued(case, inst, today)
-        charged = penalty_is_charged(case, inst, today)
-        through: date | None = inst.penalty_through
-        if today >= inst.due_date:  # nothing accrues before the due date
-            through = max(today, through) if through else today
-        installments.append(
-            inst.model_copy(
-                update={
-                    "penalty_accrued": accrued,
-                    "penalty_through": through,
-                    "penalty_charged": charged,
-                }
-            )
-        )
+def mark_charged(case: Case, today: date) -> Case:
+    """Record which penalties are charged as of today, before a payment or waiver settles
+    an installment's contract amounts: a penalty charged stays charged."""
+    installments = [
+        inst.model_copy(update={"penalty_charged": True})
+        if not inst.penalty_charged and penalty_is_charged(case, inst, today)
+        else inst
+        for inst in case.installments
+    ]
     return case.model_copy(update={"installments": installments})
+
+
+def end_penalty_span(case: Case, inst: Installment, today: date) -> Installment:
+    """Fix the penalty accrued so far into the installment (one rounding), so that a
+    change of its unpaid principal from today on accrues at the new balance."""
+    if today < inst.due_date:  # nothing accrues before the due date
+        return inst
+    return inst.model_copy(
+        update={
+            "penalty_accrued": penalty_accrued(case, inst, today),
+            "penalty_through": max(today, inst.penalty_through or today),
+        }
+    )
 
 
 def _take(amount: int, wanted: int) -> int:
@@ -260,8 +269,7 @@ def apply_payment(case: Case, amount: int, paid_at: datetime) -> tuple[Case, Com
     if amount > payoff:
         raise CaseError("amount", f"{amount} is above the payoff amount {payoff}")
 
-    case = materialize_penalties(case, today)
-    current = current_installment(case, today)
+    case = mark_charged(case, today)
     left = amount
     allocation = Components()
     by_seq: dict[int, Installment] = {}
@@ -276,7 +284,7 @@ def apply_payment(case: Case, amount: int, paid_at: datetime) -> tuple[Case, Com
             interest = _take(left - penalty - fee, remaining_interest(inst))
             principal = _take(left - penalty - fee - interest, remaining_principal(inst))
             share = Components(penalty=penalty, fee=fee, interest=interest, principal=principal)
-        elif current is not None and inst.seq == current.seq:
+        elif has_begun(inst, today):
             interest = _take(left - penalty, remaining_interest(inst))
             principal = _take(left - penalty - interest, remaining_principal(inst))
             share = Components(penalty=penalty, interest=interest, principal=principal)
@@ -284,6 +292,8 @@ def apply_payment(case: Case, amount: int, paid_at: datetime) -> tuple[Case, Com
             later.append(inst)
         left -= share.total
         allocation = allocation + share
+        if share.principal:  # its balance changes: the penalty span so far ends today
+            inst = end_penalty_span(case, inst, today)
         by_seq[inst.seq] = inst.model_copy(update={"paid": inst.paid + share})
     if left > 0:
         prepaid = min(left, sum(remaining_principal(by_seq[i.seq]) for i in later))

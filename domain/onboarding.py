@@ -36,6 +36,7 @@ def open_case(
         timezone=timezone,
         currency=currency,
         max_annual_rate_bps=policy.max_annual_rate_bps,
+        max_term_months=policy.max_term_months,
     )
     # A defaulted first due date (one month after disbursal) keeps the disbursal day of
     # month for the later due dates: disbursed Jan 31 -> Feb 29 -> Mar 31.

@@ -116,6 +116,9 @@ class Policy(Strict):
     field_visit_min_overdue: int = Field(5_000_000, ge=0)
     credit_notice_lead_days: int = Field(10, ge=0)
     max_extension_days: int = Field(180, gt=0)
+    # The longest term a loan may be disbursed with (months); a re-installment's new
+    # term is capped by max_new_term_months, which may not exceed it.
+    max_term_months: int = Field(120, gt=0, le=600)
     max_new_term_months: int = Field(60, gt=0)
     # How late a payment gateway may report a payment and still have it dated when it was
     # made (a due date is met by paying any time that local day).
@@ -127,6 +130,8 @@ class Policy(Strict):
 
     @model_validator(mode="after")
     def _coherent(self) -> Policy:
+        if self.max_new_term_months > self.max_term_months:
+            raise ValueError("max_new_term_months must not exceed max_term_months")
         ids = [s.id for s in self.reminders] + [s.id for s in self.ladder]
         if len(ids) != len(set(ids)):
             raise ValueError("step ids must be unique")

@@ -1,11 +1,14 @@
 """Approved restructurings: extension (延期还款), re-installment (分期还款), waiver.
 
 Each validates its request and returns the new case; nothing changes on a refusal.
+Only a waiver forgives: an extension moves due dates (the interest already earned and
+the penalty already charged stay owed), and a re-installment moves what is owed into a
+new plan (the same-day payoff neither rises nor falls).
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from domain.calendar import add_months
 from domain.case import Case, Installment, Restructuring, unpaid_installments
@@ -13,11 +16,14 @@ from domain.enums import RestructuringKind
 from domain.ledger import (
     CaseError,
     all_settled,
-    materialize_penalties,
+    has_begun,
+    mark_charged,
     oldest_overdue,
     outstanding,
-    owed_on,
+    penalty_accrued,
+    penalty_is_charged,
     penalty_owed,
+    period_end,
     remaining_fee,
     remaining_interest,
     remaining_principal,
@@ -25,6 +31,10 @@ from domain.ledger import (
     unsettled,
 )
 from domain.schedule import build_schedule
+
+
+def already_applied(case: Case, restructuring_id: str) -> bool:
+    return any(r.restructuring_id == restructuring_id for r in case.restructurings)
 
 
 def require_approval(approved_by: str | None, approval_ref: str | None) -> None:
@@ -42,7 +52,9 @@ def _open(case: Case) -> None:
 
 
 def extend(case: Case, days: int | None, now: datetime) -> Case:
-    """Shift every unpaid due date by `days`; the loan must come out of it not overdue."""
+    """Shift every unpaid due date by `days`; the loan must come out of it not overdue.
+    Periods stay where they are (interest already earned stays owed); the penalty charged
+    so far is carried, and each moved due date accrues afresh after its own grace."""
     _open(case)
     policy = case.policy
     if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= policy.max_extension_days:
@@ -55,22 +67,36 @@ def extend(case: Case, days: int | None, now: datetime) -> Case:
             "extension_days",
             f"{days} days leaves installment {oldest.seq} overdue; at least {needed} are needed",
         )
-    case = materialize_penalties(case, today)
     open_seqs = {i.seq for i in unsettled(case, today)}
     if not open_seqs:
         raise CaseError("kind", "nothing is left to extend")
     shifted = [
-        inst.model_copy(update={"due_date": inst.due_date + timedelta(days=days)})
-        if inst.seq in open_seqs
-        else inst
-        for inst in case.installments
+        _moved(case, inst, days, today) if inst.seq in open_seqs else inst for inst in case.installments
     ]
     return case.model_copy(update={"installments": shifted})
 
 
+def _moved(case: Case, inst: Installment, days: int, today: date) -> Installment:
+    charged = penalty_accrued(case, inst, today) if penalty_is_charged(case, inst, today) else 0
+    return inst.model_copy(
+        update={
+            "due_date": inst.due_date + timedelta(days=days),
+            "period_end": period_end(inst),
+            # Charged penalty stays owed; a penalty still in grace was never owed.
+            "penalty_carried": inst.penalty_carried + charged,
+            "penalty_accrued": 0,
+            "penalty_through": None,
+            "penalty_charged": False,
+        }
+    )
+
+
 def reinstall(case: Case, new_term_months: int | None, now: datetime) -> Case:
-    """Re-amortize all that is outstanding today, overdue included, over `new_term_months`
-    new monthly installments from next month, at the contract rate and method."""
+    """Re-amortize the payoff of the day (overdue, penalty, and the interest of every
+    period already begun) over `new_term_months` new monthly installments at the
+    contract rate and method. The new plan's interest starts where the interest already
+    charged ends: at the end of the last begun period, and never before tomorrow. So no
+    day's interest is charged twice and the same-day payoff is unchanged."""
     _open(case)
     policy = case.policy
     if (
@@ -86,35 +112,38 @@ def reinstall(case: Case, new_term_months: int | None, now: datetime) -> Case:
     capital = outstanding(case, today).total
     if capital <= 0:
         raise CaseError("kind", "nothing is outstanding to re-install")
-    case = materialize_penalties(case, today)
     kept: list[Installment] = []
     for inst in case.installments:
-        if inst.paid.total == 0 and remaining_principal(inst) > 0:
+        touched = inst.paid.total or inst.interest_forgiven or inst.fee_waived or inst.penalty_waived
+        if not touched and remaining_principal(inst) > 0:
             continue  # replaced by the new schedule
-        # Partly paid: it closes at what was paid; the rest moves into the new schedule.
+        # Touched: it closes at what was paid (and waived, which stays on record); the
+        # rest moves into the new schedule.
         kept.append(
             inst.model_copy(
                 update={
                     "principal": inst.paid.principal,
-                    "interest": inst.paid.interest,
-                    "fee": inst.paid.fee,
-                    "interest_forgiven": 0,
-                    "fee_waived": 0,
-                    "penalty_accrued": inst.paid.penalty,
-                    "penalty_waived": 0,
+                    "interest": inst.paid.interest + inst.interest_forgiven,
+                    "fee": inst.paid.fee + inst.fee_waived,
+                    "penalty_carried": inst.paid.penalty + inst.penalty_waived,
+                    "penalty_accrued": 0,
+                    "penalty_through": None,
+                    "penalty_charged": False,
                 }
             )
         )
+    begun_ends = [period_end(i) for i in case.installments if has_begun(i, today)]
+    start = max([today + timedelta(days=1), *begun_ends])
     next_seq = max(i.seq for i in case.installments) + 1
     schedule = build_schedule(
         capital,
         case.annual_rate_bps,
         new_term_months,
         case.repayment_method,
-        start=today,
-        first_due_date=add_months(today, 1),
+        start=start,
+        first_due_date=add_months(start, 1),
         first_seq=next_seq,
-        day_of_month=today.day,  # restructured on the 31st: due on the 31st or month end
+        day_of_month=start.day,  # a plan starting on the 31st: due on the 31st or month end
     )
     fresh = unpaid_installments(schedule)
     return case.model_copy(update={"installments": kept + fresh})
@@ -131,7 +160,7 @@ def waive(case: Case, waive_penalty: bool, waive_amount: int | None, now: dateti
     ):
         raise CaseError("waive_amount", f"must be an integer > 0 (got {waive_amount!r})")
     today = today_for(case, now)
-    case = materialize_penalties(case, today)
+    case = mark_charged(case, today)
     installments = list(case.installments)
     if waive_penalty:
         installments = [
@@ -140,8 +169,19 @@ def waive(case: Case, waive_penalty: bool, waive_amount: int | None, now: dateti
         ]
         case = case.model_copy(update={"installments": installments})
     if waive_amount is not None:
-        due = sorted((i for i in case.installments if i.due_date <= today), key=lambda i: (i.due_date, i.seq))
-        waivable = sum(o.penalty + o.fee + o.interest for o in (owed_on(case, i, today) for i in due))
+        # Penalty wherever it is owed (also penalty carried on a moved installment), fees
+        # and interest of the installments due; oldest first, never principal.
+        ordered = sorted(case.installments, key=lambda i: (i.due_date, i.seq))
+
+        def waivable_of(inst: Installment) -> tuple[int, int, int]:
+            due = inst.due_date <= today
+            return (
+                penalty_owed(case, inst, today),
+                remaining_fee(inst) if due else 0,
+                remaining_interest(inst) if due else 0,
+            )
+
+        waivable = sum(sum(waivable_of(i)) for i in ordered)
         if waive_amount > waivable:
             raise CaseError(
                 "waive_amount",
@@ -149,10 +189,11 @@ def waive(case: Case, waive_penalty: bool, waive_amount: int | None, now: dateti
             )
         left = waive_amount
         updated: dict[int, Installment] = {}
-        for inst in due:
-            pen = min(left, penalty_owed(case, inst, today))
-            fee = min(left - pen, remaining_fee(inst))
-            interest = min(left - pen - fee, remaining_interest(inst))
+        for inst in ordered:
+            owed_penalty, owed_fee, owed_interest = waivable_of(inst)
+            pen = min(left, owed_penalty)
+            fee = min(left - pen, owed_fee)
+            interest = min(left - pen - fee, owed_interest)
             left -= pen + fee + interest
             updated[inst.seq] = inst.model_copy(
                 update={
@@ -180,7 +221,13 @@ def restructure(
     waive_amount: int | None = None,
     now: datetime,
 ) -> Case:
-    """Validate and apply one approved restructuring, recording it on the case."""
+    """Validate and apply one approved restructuring, recording it on the case. A
+    restructuring id is applied once: a reused one is refused (callers that answer
+    duplicates, like the workflow, check `already_applied` first)."""
+    if not isinstance(restructuring_id, str) or not restructuring_id.strip():
+        raise CaseError("restructuring_id", "must not be blank")
+    if already_applied(case, restructuring_id):
+        raise CaseError("restructuring_id", f"{restructuring_id!r} was already applied to this loan")
     require_approval(approved_by, approval_ref)
     if kind is RestructuringKind.EXTENSION:
         changed = extend(case, extension_days, now)

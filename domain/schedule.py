@@ -16,7 +16,6 @@ from domain.calendar import CalendarError, add_months, zone
 from domain.enums import RepaymentMethod
 from domain.money import MoneyError, check_currency, round_half_up
 
-MAX_TERM_MONTHS = 120
 BPS = 10_000
 MONTHS = 12
 
@@ -125,6 +124,7 @@ def validate_loan_terms(
     timezone: str,
     currency: str,
     max_annual_rate_bps: int,
+    max_term_months: int,
 ) -> date:
     """Checks the terms of a loan; returns the effective first due date.
     Raises TermsError naming the first bad field."""
@@ -132,8 +132,12 @@ def validate_loan_terms(
         raise TermsError("principal", f"must be an integer > 0 in minor units (got {principal!r})")
     if isinstance(term_months, bool) or not isinstance(term_months, int):
         raise TermsError("term_months", f"must be an integer (got {term_months!r})")
-    if not 1 <= term_months <= MAX_TERM_MONTHS:
-        raise TermsError("term_months", f"must be 1 to {MAX_TERM_MONTHS} (got {term_months})")
+    if not 1 <= term_months <= max_term_months:
+        raise TermsError(
+            "term_months",
+            f"must be 1 to {max_term_months} months under the policy (max_term_months "
+            f"{max_term_months}; got {term_months})",
+        )
     if isinstance(annual_rate_bps, bool) or not isinstance(annual_rate_bps, int):
         raise TermsError("annual_rate_bps", f"must be an integer (got {annual_rate_bps!r})")
     if not 0 <= annual_rate_bps <= max_annual_rate_bps:

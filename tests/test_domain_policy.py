@@ -131,6 +131,12 @@ def _replace(old: str, new: str) -> str:
             "Extra inputs",
         ),
         (_replace('name = "standard"', "name = "), "not valid TOML", "not valid TOML"),
+        (_replace("max_term_months = 120", "max_term_months = 0"), "max_term_months", "greater than 0"),
+        (
+            _replace("max_term_months = 120", "max_term_months = 36"),
+            "(policy)",
+            "max_new_term_months must not exceed max_term_months",
+        ),
     ],
     ids=[
         "unordered-thresholds",
@@ -153,6 +159,8 @@ def _replace(old: str, new: str) -> str:
         "zero-day-basis",
         "unknown-key",
         "bad-toml",
+        "zero-max-term",
+        "new-term-above-max-term",
     ],
 )
 def test_bad_policy_is_refused_naming_the_key(text: str, key: str, message: str) -> None:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from domain.calendar import local_date
 from domain.case import CallAttempt, Case, Components
-from domain.enums import ActionKind, RepaymentMethod
+from domain.enums import ActionKind, RepaymentMethod, RestructuringKind
 from domain.ledger import (
+    CaseError,
     apply_payment,
+    days_past_due,
+    is_settled,
     outstanding,
     overdue_amount,
     penalty_owed,
@@ -21,6 +25,7 @@ from domain.ledger import (
     today_for,
 )
 from domain.planner import Outcome, next_action, plan, reconcile, record_outcome
+from domain.restructure import restructure
 from tests.test_domain_helpers import NY, POLICY, SH, as_local, local, make_case
 
 FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -231,3 +236,156 @@ def test_successive_actions_never_go_back_in_time(tz: str, steps: list[tuple[str
             agent_id="agent-1" if delivered else None,
         )
         case = record_outcome(case, action, outcome, now)
+
+
+# --- Money through every kind of restructuring -----------------------------------------
+
+operations = st.lists(
+    st.tuples(
+        st.sampled_from(["pay", "pay", "pay", "extend", "reinstall", "waive-amount", "waive-penalty"]),
+        st.integers(0, 75),  # days since the previous operation
+        st.integers(0, 24 * 60 - 1),  # minute of that day
+        st.floats(0, 1),  # share of the payoff / penalty / fees and interest owed
+        st.integers(1, 200),  # extension days / new term months (clipped to the policy)
+    ),
+    min_size=1,
+    max_size=12,
+)
+
+
+def waivable(case: Case, today: date) -> int:
+    return sum(
+        penalty_owed(case, i, today)
+        + (remaining_fee(i) + remaining_interest(i) if i.due_date <= today else 0)
+        for i in case.installments
+    )
+
+
+def operate(
+    case: Case, what: str, when: datetime, share: float, n: int, rid: str
+) -> tuple[Case, int, int] | None:
+    """One operation; returns the new case, what it paid and what it waived, or None when
+    the case refused it (a refusal changes nothing: the case is immutable)."""
+    today = today_for(case, when)
+    try:
+        if what == "pay":
+            amount = max(1, round(share * outstanding(case, today).total))
+            after, alloc = apply_payment(case, amount, when)
+            assert alloc.total == amount
+            return after, amount, 0
+        if what == "extend":
+            days = days_past_due(case, today) + n % 60  # enough to leave nothing overdue
+            return approve(case, RestructuringKind.EXTENSION, when, rid, extension_days=days), 0, 0
+        if what == "reinstall":
+            months = 1 + n % POLICY.max_new_term_months
+            return approve(case, RestructuringKind.REINSTALLMENT, when, rid, new_term_months=months), 0, 0
+        if what == "waive-penalty":
+            owed = outstanding(case, today).penalty
+            return approve(case, RestructuringKind.WAIVER, when, rid, waive_penalty=True), 0, owed
+        amount = max(1, round(share * waivable(case, today)))
+        return approve(case, RestructuringKind.WAIVER, when, rid, waive_amount=amount), 0, amount
+    except CaseError:
+        return None
+
+
+def approve(case: Case, kind: RestructuringKind, now: datetime, rid: str, **kw: Any) -> Case:
+    return restructure(
+        case, restructuring_id=rid, kind=kind, approved_by="risk", approval_ref="APP", now=now, **kw
+    )
+
+
+@FAST
+@given(case=loans, ops=operations, split=st.floats(0.05, 0.95), later=st.integers(0, 40))
+def test_only_payments_and_waivers_lower_the_payoff_and_the_split_never_matters(
+    case: Case, ops: list[tuple[str, int, int, float, int]], split: float, later: int
+) -> None:
+    """Across random mixes of payments, extensions, re-installments and waivers:
+    - a payment lowers the same-day payoff by exactly its amount, a waiver by exactly what
+      it waives, an extension or a re-installment not at all (only a waiver forgives);
+    - with nothing happening, the payoff never falls as days pass;
+    - on any day, closing the loan costs the same paid at once or split in two."""
+    day = 0
+    for k, (what, gap, minute, share, n) in enumerate(ops):
+        if case.closed:
+            break
+        earlier = today_for(case, moment(case, day, 0))
+        day += gap
+        when = moment(case, day, minute)
+        today = today_for(case, when)
+        before = outstanding(case, today).total
+        assert before >= outstanding(case, earlier).total  # time alone never forgives
+        done = operate(case, what, when, share, n, f"R-{k}")
+        if done is None:
+            continue
+        case, paid, waived = done
+        assert outstanding(case, today).total == before - paid - waived, what
+        assert_never_negative(case, today)
+        assert_never_negative(case, today + timedelta(days=45))
+    if case.closed:
+        return
+    when = moment(case, day + later, 600)
+    today = today_for(case, when)
+    payoff = outstanding(case, today).total
+    at_once, _ = apply_payment(case, payoff, when)
+    assert at_once.closed
+    first = max(1, min(payoff - 1, round(split * payoff)))
+    if first < payoff:
+        part, _ = apply_payment(case, first, when)
+        rest = outstanding(part, today).total
+        assert first + rest == payoff
+        closed, _ = apply_payment(part, rest, when)
+        assert closed.closed
+
+
+@FAST
+@given(
+    case=loans,
+    start=st.integers(35, 120),
+    payments=st.lists(st.tuples(st.integers(0, 6), st.floats(0, 1)), min_size=1, max_size=30),
+    close_after=st.integers(0, 60),
+)
+def test_penalty_only_payments_never_change_the_total_cost(
+    case: Case, start: int, payments: list[tuple[int, float]], close_after: int
+) -> None:
+    """However many payments go to penalty alone, and whenever they are made, closing the
+    loan later costs exactly as much in all as without them."""
+    untouched = case
+    day = start
+    paid = 0
+    for gap, share in payments:
+        day += gap
+        when = moment(case, day, 600)
+        today = today_for(case, when)
+        # Payments go oldest first, penalty first: up to the oldest's penalty, only penalty.
+        oldest = min(
+            (i for i in case.installments if i.due_date <= today and not is_settled(case, i, today)),
+            key=lambda i: (i.due_date, i.seq),
+            default=None,
+        )
+        if oldest is None or penalty_owed(case, oldest, today) <= 0:
+            continue
+        amount = max(1, round(share * penalty_owed(case, oldest, today)))
+        case, alloc = apply_payment(case, amount, when)
+        assert alloc == Components(penalty=amount)
+        paid += amount
+    close = today_for(case, moment(case, day + close_after, 700))
+    assert paid + outstanding(case, close).total == outstanding(untouched, close).total
+
+
+@FAST
+@given(case=loans, day=st.integers(0, 400), months=st.integers(1, 60), paid_share=st.floats(0, 0.5))
+def test_a_reinstallment_never_changes_the_same_day_payoff(
+    case: Case, day: int, months: int, paid_share: float
+) -> None:
+    when = moment(case, day, 600)
+    today = today_for(case, when)
+    if paid_share:
+        part = round(paid_share * outstanding(case, today).total)
+        if part > 0:
+            case, _ = apply_payment(case, part, when)
+    before = outstanding(case, today).total
+    after = approve(case, RestructuringKind.REINSTALLMENT, when, "R-re", new_term_months=months)
+    assert outstanding(after, today).total == before
+    fresh = [i for i in after.installments if i.seq > max(j.seq for j in case.installments)]
+    assert sum(i.principal for i in fresh) == before
+    assert fresh[0].period_start > today  # no day's interest is charged twice

@@ -31,9 +31,9 @@ def at_dpd(n: int, hh: int = 12) -> datetime:
     return local(FIRST_DUE + timedelta(days=n), hh)
 
 
-def approved(case: Case, kind: RestructuringKind, now: datetime, **kw: Any) -> Case:
+def approved(case: Case, kind: RestructuringKind, now: datetime, rid: str = "R-1", **kw: Any) -> Case:
     return restructure(
-        case, restructuring_id="R-1", kind=kind, approved_by="risk.lead", approval_ref="APP-9", now=now, **kw
+        case, restructuring_id=rid, kind=kind, approved_by="risk.lead", approval_ref="APP-9", now=now, **kw
     )
 
 
@@ -109,8 +109,9 @@ def test_extension_refusals_name_extension_days(days: Any, message: str) -> None
 
 def test_reinstallment_capitalizes_everything_outstanding() -> None:
     """At DPD 35 (2024-03-21) the payoff is 1,252,674: penalty 2,415 + 420, interest
-    18,000 + 16,620 + 15,219 (period 3 has begun), principal 1,200,000. It is re-amortized
-    over 6 months from 2024-04-21."""
+    18,000 + 16,620 + 15,219 (period 3 has begun and runs to 2024-04-15), principal
+    1,200,000. It is re-amortized over 6 months from the end of period 3: due 2024-05-15
+    to 2024-10-15."""
     case = make_case()
     now = at_dpd(35)
     today = today_for(case, now)
@@ -120,12 +121,14 @@ def test_reinstallment_capitalizes_everything_outstanding() -> None:
     fresh = [i for i in after.installments if i.seq > 12]
     assert [i.seq for i in after.installments] == list(range(13, 19))  # all old ones unpaid: replaced
     assert sum(i.principal for i in fresh) == 1_252_674
-    assert [i.due_date for i in fresh] == [date(2024, m, 21) for m in range(4, 10)]
+    assert [i.due_date for i in fresh] == [date(2024, m, 15) for m in range(5, 11)]
     # Interest of the new first month on the capitalized amount: 1,252,674 x 0.015 = 18,790.11.
     assert fresh[0].interest == 18_790
     assert days_past_due(after, today) == 0
-    # The new first period runs from today: its interest is in the payoff at once.
-    assert outstanding(after, today) == Components(interest=18_790, principal=1_252_674)
+    # Period 3's interest is in the capital: the new first period begins when it ends,
+    # so the same-day payoff is the capital, and no day's interest is charged twice.
+    assert outstanding(after, today) == Components(principal=1_252_674)
+    assert outstanding(after, date(2024, 4, 15)) == Components(interest=18_790, principal=1_252_674)
     assert after.restructurings[-1].detail == "re-installment over 6 months"
 
 
@@ -142,13 +145,14 @@ def test_reinstallment_keeps_what_was_paid_and_moves_the_rest() -> None:
     assert status_of(after, kept, today) is InstallmentStatus.PAID
     fresh = [i for i in after.installments if i.seq > 12]
     assert sum(i.principal for i in fresh) == capital
-    # Payoff right after: the capital and the interest of the new first period.
-    assert outstanding(after, today).total == capital + fresh[0].interest
+    # Payoff right after: the capital; the new first period has not begun.
+    assert outstanding(after, today).total == capital
 
 
 def test_reinstallment_on_the_31st_keeps_month_ends() -> None:
-    case = make_case(disbursed=date(2024, 1, 2), first_due=date(2024, 2, 2))
-    after = approved(case, REI, local(date(2024, 1, 31), 12), new_term_months=3)
+    # The running period ends on Jan 31: the new plan starts there.
+    case = make_case(disbursed=date(2023, 12, 31), first_due=date(2024, 1, 31))
+    after = approved(case, REI, local(date(2024, 1, 20), 12), new_term_months=3)
     assert [i.due_date for i in after.installments if i.seq > 12] == [
         date(2024, 2, 29),
         date(2024, 3, 31),
@@ -315,6 +319,6 @@ def test_a_prepayment_keeps_an_approved_interest_waiver() -> None:
     now = at_dpd(33)  # installment 2 is due (Mar 15) and its interest owed
     waived = approved(case, WAI, now, waive_penalty=True, waive_amount=18_000 + 16_620)
     assert remaining_interest(waived.installments[1]) == 0
-    extended = approved(waived, EXT, now, extension_days=40)
+    extended = approved(waived, EXT, now, rid="R-2", extension_days=40)
     paid, _ = apply_payment(extended, 300_000, now)
     assert remaining_interest(paid.installments[1]) == 0

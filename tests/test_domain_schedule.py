@@ -129,6 +129,7 @@ GOOD: dict[str, Any] = {
     "timezone": "Asia/Shanghai",
     "currency": "CNY",
     "max_annual_rate_bps": 3600,
+    "max_term_months": 120,
 }
 
 
