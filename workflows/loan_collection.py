@@ -6,6 +6,7 @@ are in domain/; all side effects are activities; this file only sequences.
 """
 
 import contextlib
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
@@ -16,7 +17,9 @@ from temporalio.exceptions import ActivityError, ApplicationError
 with workflow.unsafe.imports_passed_through():
     from pydantic import BaseModel, ValidationError
 
-    from activities import names
+    from activities.cases import CaseActivities
+    from activities.contacts import ContactActivities
+    from activities.records import RecordActivities
     from domain.case import Case, Rejection
     from domain.enums import CONTACT_KINDS, ActionKind, CollectionStage
     from domain.ledger import (
@@ -70,6 +73,8 @@ with workflow.unsafe.imports_passed_through():
     )
 
 M = TypeVar("M", bound=BaseModel)
+A = TypeVar("A")
+R = TypeVar("R")
 MAX_REJECTIONS_KEPT = 50
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=10))
 
@@ -97,7 +102,7 @@ class LoanCollection:
             start = arg
             self.case = await self._open(start)
             await self._local(
-                names.RECORD_LOAN,
+                RecordActivities.record_loan,
                 LoanRecord(
                     start=start,
                     first_due_date=self.case.first_due_date,
@@ -153,10 +158,9 @@ class LoanCollection:
         running ones."""
         try:
             policy: Policy = await self._local(
-                names.LOAD_POLICY,
+                RecordActivities.load_policy,
                 PolicyRequest(name=start.policy, product=start.product),
                 summary=f"load policy {start.policy} for {start.product.value}",
-                result_type=Policy,
             )
             return self._new_case(start, policy)
         except ActivityError as exc:
@@ -215,7 +219,7 @@ class LoanCollection:
             )
             assert action.channel is not None and action.template is not None
             result: ContactOutcome = await self._local(
-                names.SEND_CONTACT,
+                ContactActivities.send_contact,
                 ContactRequest(
                     key=action.key,
                     loan_id=case.loan_id,
@@ -228,7 +232,6 @@ class LoanCollection:
                     not_after=window_close(case.policy, case.timezone, action.at),
                 ),
                 summary=action.summary,
-                result_type=ContactOutcome,
             )
             if result.status == "deferred":
                 return Outcome(delivered=False, deferred=True)
@@ -240,7 +243,7 @@ class LoanCollection:
             )
         if kind is ActionKind.ASSIGN_AGENT:
             assigned: AgentOutcome = await self._local(
-                names.ASSIGN_AGENT,
+                CaseActivities.assign_agent,
                 AgentRequest(
                     key=action.key,
                     loan_id=case.loan_id,
@@ -250,12 +253,11 @@ class LoanCollection:
                     at=now,
                 ),
                 summary=action.summary,
-                result_type=AgentOutcome,
             )
             return Outcome(agent_id=assigned.agent_id)
         if kind is ActionKind.RELEASE_AGENT:
             await self._local(
-                names.RELEASE_AGENT,
+                CaseActivities.release_agent,
                 AgentRelease(
                     key=action.key,
                     loan_id=case.loan_id,
@@ -273,7 +275,7 @@ class LoanCollection:
         case = self._case
         today = today_for(case, now)
         await self._local(
-            names.FILE_CASE_ACTION,
+            CaseActivities.file_case_action,
             CaseFiling(
                 key=action.key,
                 loan_id=case.loan_id,
@@ -289,16 +291,13 @@ class LoanCollection:
             summary=action.summary,
         )
 
-    async def _local(
-        self, activity: str, arg: object, *, summary: str, result_type: type | None = None
-    ) -> Any:
+    async def _local(self, activity: Callable[[Any, A], R], arg: A, *, summary: str) -> R:
         # Local activities: each side effect is one marker event in history instead of
         # three activity events plus a workflow task, which keeps a 10-year loan well
         # inside the history budget. Each activity is idempotent by its business key.
-        return await workflow.execute_local_activity(
+        return await workflow.execute_local_activity_method(
             activity,
             arg,
-            result_type=result_type,
             start_to_close_timeout=timedelta(seconds=30),
             retry_policy=ACTIVITY_RETRY,
             summary=summary[:400],
@@ -334,7 +333,9 @@ class LoanCollection:
                 payments=self.bookings, audit=self.journal, projection=snapshot if changed else None
             )
             self.bookings, self.journal = [], []
-            await self._local(names.RECORD_CASE_EVENTS, events, summary=self._events_summary(events))
+            await self._local(
+                RecordActivities.record_case_events, events, summary=self._events_summary(events)
+            )
             self.synced = fingerprint
 
     @staticmethod
