@@ -194,7 +194,7 @@ def assert_non_retryable(exc: pytest.ExceptionInfo[ApplicationError], *words: st
         assert w in str(exc.value)
 
 
-# --- registry ------------------------------------------------------------------------
+# --- the worker's activities ------------------------------------------------------
 
 
 def test_the_worker_gets_every_activity_under_the_name_its_history_records(

@@ -98,7 +98,7 @@ class LoanCollection:
             await self._write_down(now)
             action = next_action(self._case, self._case.policy, now)
             if action is None:
-                break  # paid off
+                break  # closed, nothing owed
             if workflow.info().is_continue_as_new_suggested():
                 await self._settle()
                 workflow.continue_as_new(CarriedCase(start=self.start, case=self._case))
