@@ -14,8 +14,10 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
+from typing import Any
 
 from temporalio import activity
 from temporalio.api.enums.v1 import IndexedValueType
@@ -25,7 +27,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
-from activities.registry import CollectionActivities
+from activities import collection_activities
 from domain.policy import POLICY_DIR, load_policy
 from models import search
 from models.db import make_engine, upgrade_schema
@@ -100,13 +102,13 @@ def preload_policies() -> None:
 
 
 def build_worker(
-    client: Client, task_queue: str, activities: CollectionActivities, executor: ThreadPoolExecutor
+    client: Client, task_queue: str, activities: list[Callable[..., Any]], executor: ThreadPoolExecutor
 ) -> Worker:
     return Worker(
         client,
         task_queue=task_queue,
         workflows=[LoanCollection],
-        activities=activities.all(),
+        activities=activities,
         activity_executor=executor,
         graceful_shutdown_timeout=timedelta(seconds=30),
     )
@@ -122,7 +124,7 @@ async def run_worker(settings: Settings, *, stop_event: asyncio.Event | None = N
         log.info("registered search attributes %s", ", ".join(added))
     stop = stop_event or asyncio.Event()
     with ThreadPoolExecutor(max_workers=16) as executor:
-        worker = build_worker(client, settings.temporal_task_queue, CollectionActivities(engine), executor)
+        worker = build_worker(client, settings.temporal_task_queue, collection_activities(engine), executor)
         log.info(
             "worker polling task queue %r on %s namespace %r",
             settings.temporal_task_queue,

@@ -9,7 +9,7 @@ from typing import TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, IntegrityError
-from sqlmodel import Session
+from sqlmodel import Session, SQLModel, select
 from temporalio.exceptions import ApplicationError
 
 from models.db import session_scope
@@ -69,3 +69,23 @@ def insert_once(engine: Engine, work: Callable[[Session], T], attempts: int = 3)
             if attempt == attempts - 1:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def insert_unless_present(
+    engine: Engine, table: type[SQLModel], key_field: str, build: Callable[[], SQLModel]
+) -> bool:
+    """Idempotent insert by business key: the row of `table` whose unique `key_field`
+    equals that of `build()` is left as it is; otherwise `build()` is inserted. True when
+    inserted now, False when it was already there. A writer that loses the race on the
+    unique key rereads and finds the winner's row (False)."""
+    key = getattr(build(), key_field)
+    column = getattr(table, key_field)
+
+    def work(session: Session) -> bool:
+        if session.exec(select(table).where(column == key)).first() is not None:
+            return False
+        session.add(build())  # a fresh row per attempt: a rolled-back one is not reused
+        session.flush()
+        return True
+
+    return insert_once(engine, work)

@@ -1,5 +1,6 @@
 """Case activities: collector assignment and release, and case filings (legal
-referral, credit bureau notice/report/update, charge-off, field visit)."""
+referral, credit bureau notice/report/update, charge-off, field visit). One row per
+business key: a retry or a replaced worker never assigns or files twice."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, col, select
+from temporalio import activity
 
-from activities._support import as_utc, insert_once, non_retryable, require, utcnow
+from activities._support import as_utc, insert_once, insert_unless_present, non_retryable, require, utcnow
 from domain.enums import ActionKind
 from models import repo
 from models.tables import (
@@ -26,80 +28,6 @@ from models.wire import AgentOutcome, AgentRelease, AgentRequest, CaseFiling
 
 def _outcome(row: Assignment) -> AgentOutcome:
     return AgentOutcome(agent_id=row.agent_id, queued=row.agent_id is None)
-
-
-def assign_agent(engine: Engine, req: AgentRequest) -> AgentOutcome:
-    """The loan's collector. An open assignment (from an earlier call, or a queued row
-    that an agent has picked up since) is returned as it is; a queued one is offered to
-    the least-loaded eligible agent again. Otherwise the least-loaded active agent gets
-    the case, or, with nobody eligible, it waits in the unassigned queue
-    (AgentOutcome(agent_id=None, queued=True))."""
-    require(req.key, "key", KEY_LEN)
-    require(req.loan_id, "loan_id")
-
-    def work(session: Session) -> AgentOutcome:
-        # The nightly check of a case that has its agent reads without locking the
-        # agents: only a case that needs an agent competes for one.
-        held = repo.open_assignment(session, req.loan_id)
-        if held is not None and held.agent_id is not None:
-            return _outcome(held)
-        repo.lock_agents(session)
-        row = repo.open_assignment(session, req.loan_id)
-        if row is not None:
-            if row.agent_id is None:
-                repo.assign_queued(session)
-                session.refresh(row)
-            return _outcome(row)
-        by_key = repo.assignment_by_key(session, req.key)
-        if by_key is not None:  # same request after the case was released: answer as then
-            return _outcome(by_key)
-        agent = repo.least_loaded_active_agent(session)
-        at = as_utc(req.at)
-        row = Assignment(
-            idempotency_key=req.key,
-            loan_id=req.loan_id,
-            borrower_id=req.borrower_id,
-            agent_id=agent.agent_id if agent else None,
-            requested_at=at,
-            assigned_at=at if agent else None,
-            days_past_due=req.days_past_due,
-            overdue=req.overdue,
-        )
-        session.add(row)
-        session.flush()
-        return _outcome(row)
-
-    return insert_once(engine, work)
-
-
-def release_agent(engine: Engine, rel: AgentRelease) -> None:
-    """Close the loan's open assignment (with an agent or queued). Idempotent: a repeat
-    with the same key, or with nothing open, changes nothing. Freed capacity goes to
-    the unassigned queue."""
-    require(rel.key, "key", KEY_LEN)
-    require(rel.loan_id, "loan_id")
-
-    def work(session: Session) -> None:
-        repo.lock_agents(session)
-        done = session.exec(select(Assignment).where(col(Assignment.release_key) == rel.key)).first()
-        if done is not None:
-            return
-        open_rows = session.exec(
-            select(Assignment).where(
-                col(Assignment.loan_id) == rel.loan_id, col(Assignment.released_at).is_(None)
-            )
-        ).all()
-        if not open_rows:
-            return
-        for row in open_rows:
-            row.released_at = as_utc(rel.at)
-            row.release_reason = rel.reason
-            row.release_key = rel.key
-            session.add(row)
-        session.flush()
-        repo.assign_queued(session, at=utcnow())
-
-    insert_once(engine, work)
 
 
 # --- filings -------------------------------------------------------------------------
@@ -168,18 +96,91 @@ def _filing_row(f: CaseFiling) -> SQLModel:
     raise non_retryable(f"kind: {f.kind.value!r} is not a case filing", "UnknownFilingKind")
 
 
-def file_case_action(engine: Engine, filing: CaseFiling) -> None:
-    """One row per key in the table for `filing.kind`; a repeat adds nothing."""
-    require(filing.key, "key", KEY_LEN)
-    require(filing.loan_id, "loan_id")
-    new_row = _filing_row(filing)  # validates the kind before touching the database
-    table = type(new_row)
+class CaseActivities:
+    """Who holds a case, and what is filed for it (synchronous: run on a
+    ThreadPoolExecutor)."""
 
-    def work(session: Session) -> None:
-        key_col = table.idempotency_key  # type: ignore[attr-defined]
-        if session.exec(select(table).where(key_col == filing.key)).first() is not None:
-            return
-        session.add(_filing_row(filing))
-        session.flush()
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
 
-    insert_once(engine, work)
+    @activity.defn(name="assign_agent")
+    def assign_agent(self, req: AgentRequest) -> AgentOutcome:
+        """The loan's collector. An open assignment (from an earlier call, or a queued row
+        that an agent has picked up since) is returned as it is; a queued one is offered to
+        the least-loaded eligible agent again. Otherwise the least-loaded active agent gets
+        the case, or, with nobody eligible, it waits in the unassigned queue
+        (AgentOutcome(agent_id=None, queued=True))."""
+        require(req.key, "key", KEY_LEN)
+        require(req.loan_id, "loan_id")
+
+        def work(session: Session) -> AgentOutcome:
+            # The nightly check of a case that has its agent reads without locking the
+            # agents: only a case that needs an agent competes for one.
+            held = repo.open_assignment(session, req.loan_id)
+            if held is not None and held.agent_id is not None:
+                return _outcome(held)
+            repo.lock_agents(session)
+            row = repo.open_assignment(session, req.loan_id)
+            if row is not None:
+                if row.agent_id is None:
+                    repo.assign_queued(session)
+                    session.refresh(row)
+                return _outcome(row)
+            by_key = repo.assignment_by_key(session, req.key)
+            if by_key is not None:  # same request after the case was released: answer as then
+                return _outcome(by_key)
+            agent = repo.least_loaded_active_agent(session)
+            at = as_utc(req.at)
+            row = Assignment(
+                idempotency_key=req.key,
+                loan_id=req.loan_id,
+                borrower_id=req.borrower_id,
+                agent_id=agent.agent_id if agent else None,
+                requested_at=at,
+                assigned_at=at if agent else None,
+                days_past_due=req.days_past_due,
+                overdue=req.overdue,
+            )
+            session.add(row)
+            session.flush()
+            return _outcome(row)
+
+        return insert_once(self.engine, work)
+
+    @activity.defn(name="release_agent")
+    def release_agent(self, rel: AgentRelease) -> None:
+        """Close the loan's open assignment (with an agent or queued). Idempotent: a repeat
+        with the same key, or with nothing open, changes nothing. Freed capacity goes to
+        the unassigned queue."""
+        require(rel.key, "key", KEY_LEN)
+        require(rel.loan_id, "loan_id")
+
+        def work(session: Session) -> None:
+            repo.lock_agents(session)
+            done = session.exec(select(Assignment).where(col(Assignment.release_key) == rel.key)).first()
+            if done is not None:
+                return
+            open_rows = session.exec(
+                select(Assignment).where(
+                    col(Assignment.loan_id) == rel.loan_id, col(Assignment.released_at).is_(None)
+                )
+            ).all()
+            if not open_rows:
+                return
+            for row in open_rows:
+                row.released_at = as_utc(rel.at)
+                row.release_reason = rel.reason
+                row.release_key = rel.key
+                session.add(row)
+            session.flush()
+            repo.assign_queued(session, at=utcnow())
+
+        insert_once(self.engine, work)
+
+    @activity.defn(name="file_case_action")
+    def file_case_action(self, filing: CaseFiling) -> None:
+        """One row per key in the table for `filing.kind`; a repeat adds nothing."""
+        require(filing.key, "key", KEY_LEN)
+        require(filing.loan_id, "loan_id")
+        table = type(_filing_row(filing))  # validates the kind before touching the database
+        insert_unless_present(self.engine, table, "idempotency_key", lambda: _filing_row(filing))

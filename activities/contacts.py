@@ -1,5 +1,7 @@
 """send_contact: render a template for the borrower and hand it to a deliverer.
 
+`ContactActivities(engine, deliverer).send_contact` is the activity.
+
 One outbox row (`contact_attempt`) per idempotency key:
 1. In a write transaction: a row with a final status (delivered / suppressed / failed)
    is answered from the row, nothing is sent again. Otherwise the borrower's contact
@@ -22,6 +24,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
+from temporalio import activity
 
 from activities._support import (
     as_utc,
@@ -32,7 +35,7 @@ from activities._support import (
     unit_of_work,
     utcnow,
 )
-from activities.delivery import Deliverer, DeliveryReceipt
+from activities.delivery import Deliverer, DeliveryReceipt, LoggingDeliverer
 from activities.templates import TEMPLATE_NAMES, TemplateError, render
 from domain.enums import Channel
 from models import repo
@@ -162,32 +165,41 @@ def _too_late(session: Session, row_id: int) -> ContactOutcome:
     return ContactOutcome(status="deferred", reason=DEFERRED_REASON, line=row.line)
 
 
-def send_contact(engine: Engine, deliverer: Deliverer, req: ContactRequest) -> ContactOutcome:
-    require(req.key, "key", KEY_LEN)
-    require(req.loan_id, "loan_id")
-    require(req.borrower_id, "borrower_id")
-    if req.template not in TEMPLATE_NAMES:
-        raise non_retryable(f"template: unknown template {req.template!r}", "UnknownTemplate")
-    try:
-        prepared = insert_once(engine, lambda s: _prepare(s, req))
-    except TemplateError as e:  # pragma: no cover - checked above
-        raise non_retryable(str(e), "UnknownTemplate") from e
-    if isinstance(prepared, ContactOutcome):
-        return prepared
-    if req.not_after is not None and utcnow() > as_utc(req.not_after):
-        # Retries (a gateway outage, a worker restart) ran past the contact window: the
-        # message is not sent at night; the row says why.
-        with unit_of_work(engine) as session:
-            return _too_late(session, prepared.row_id)
-    receipt = deliverer.deliver(req.channel, prepared.target.address, prepared.text)
-    with unit_of_work(engine) as session:
-        outcome = _record(session, prepared.row_id, req.channel, receipt)
-    log.info(
-        "contact key=%s loan=%s channel=%s status=%s line=%s",
-        req.key,
-        req.loan_id,
-        req.channel.value,
-        outcome.status,
-        outcome.line,
-    )
-    return outcome
+class ContactActivities:
+    """Contacts with the borrower (synchronous: run on a ThreadPoolExecutor).
+    `deliverer` defaults to `LoggingDeliverer()`."""
+
+    def __init__(self, engine: Engine, deliverer: Deliverer | None = None) -> None:
+        self.engine = engine
+        self.deliverer: Deliverer = deliverer if deliverer is not None else LoggingDeliverer()
+
+    @activity.defn(name="send_contact")
+    def send_contact(self, req: ContactRequest) -> ContactOutcome:
+        require(req.key, "key", KEY_LEN)
+        require(req.loan_id, "loan_id")
+        require(req.borrower_id, "borrower_id")
+        if req.template not in TEMPLATE_NAMES:
+            raise non_retryable(f"template: unknown template {req.template!r}", "UnknownTemplate")
+        try:
+            prepared = insert_once(self.engine, lambda s: _prepare(s, req))
+        except TemplateError as e:  # pragma: no cover - checked above
+            raise non_retryable(str(e), "UnknownTemplate") from e
+        if isinstance(prepared, ContactOutcome):
+            return prepared
+        if req.not_after is not None and utcnow() > as_utc(req.not_after):
+            # Retries (a gateway outage, a worker restart) ran past the contact window: the
+            # message is not sent at night; the row says why.
+            with unit_of_work(self.engine) as session:
+                return _too_late(session, prepared.row_id)
+        receipt = self.deliverer.deliver(req.channel, prepared.target.address, prepared.text)
+        with unit_of_work(self.engine) as session:
+            outcome = _record(session, prepared.row_id, req.channel, receipt)
+        log.info(
+            "contact key=%s loan=%s channel=%s status=%s line=%s",
+            req.key,
+            req.loan_id,
+            req.channel.value,
+            outcome.status,
+            outcome.line,
+        )
+        return outcome

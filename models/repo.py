@@ -32,7 +32,7 @@ from models.tables import (
     Borrower,
     BorrowerCreate,
     ContactAttempt,
-    Installment,
+    InstallmentRow,
     Loan,
     Payment,
     utcnow,
@@ -253,11 +253,13 @@ def get_loan(session: Session, loan_id: str) -> Loan | None:
     return session.get(Loan, loan_id)
 
 
-def installments_for_loan(session: Session, loan_id: str) -> list[Installment]:
+def installments_for_loan(session: Session, loan_id: str) -> list[InstallmentRow]:
     _require(loan_id, "loan_id")
     return list(
         session.exec(
-            select(Installment).where(col(Installment.loan_id) == loan_id).order_by(col(Installment.seq))
+            select(InstallmentRow)
+            .where(col(InstallmentRow.loan_id) == loan_id)
+            .order_by(col(InstallmentRow.seq))
         ).all()
     )
 

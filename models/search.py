@@ -1,7 +1,7 @@
 """The search attributes of DESIGN.md: typed keys the workflow upserts, and the list the
 worker and the local stack register."""
 
-from temporalio.common import SearchAttributeKey
+from temporalio.common import SearchAttributeKey, SearchAttributeUpdate
 
 LOAN_ID = SearchAttributeKey.for_keyword("LoanId")
 BORROWER_ID = SearchAttributeKey.for_keyword("BorrowerId")
@@ -26,3 +26,20 @@ ALL_KEYS = (
     NEXT_ACTION_AT,
     OVERDUE_SINCE,
 )
+
+
+def upserts(
+    published: dict[str, object], values: dict[str, object]
+) -> tuple[list[SearchAttributeUpdate], dict[str, object]]:
+    """The updates that bring the attributes published so far to `values` (a None value
+    unsets), in the order of ALL_KEYS, and what is published after them."""
+    updates: list[SearchAttributeUpdate] = []
+    now_published = dict(published)
+    for key in ALL_KEYS:
+        name = key.name
+        if name not in values or published.get(name, ...) == values[name]:
+            continue
+        value = values[name]
+        updates.append(key.value_unset() if value is None else key.value_set(value))  # type: ignore[arg-type]
+        now_published[name] = value
+    return updates, now_published

@@ -163,7 +163,9 @@ class Loan(SQLModel, table=True):
     updated_at: datetime | None = _ts(default=None)
 
 
-class Installment(SQLModel, table=True):
+class InstallmentRow(SQLModel, table=True):
+    """A loan's installment as last projected (domain.case.Installment is the case's own)."""
+
     __tablename__ = "installment"
     __table_args__ = (sa.UniqueConstraint("loan_id", "seq", name="uq_installment_loan_seq"),)
 

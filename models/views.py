@@ -7,6 +7,7 @@ Pure functions of (case, now); the workflow passes them through the sandbox.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
 from domain.calendar import start_of_day, zone
 from domain.case import Case, Components
@@ -124,9 +125,33 @@ def projection(case: Case, now: datetime) -> LoanProjection:
     )
 
 
+def projection_fingerprint(p: LoanProjection) -> dict[str, Any]:
+    """What makes a projection worth writing down. Interest of a new period appears in
+    the payoff as days pass; that alone is not worth a write. The projection is
+    rewritten (outstanding included, as of `as_of`) whenever stage, DPD, overdue, agent,
+    schedule or payments change."""
+    return p.model_dump(exclude={"as_of", "next_action_at", "next_action_kind", "outstanding"})
+
+
 def overdue_since(case: Case, now: datetime) -> datetime | None:
     oldest = oldest_overdue(case, today_for(case, now))
     return start_of_day(oldest.due_date, case.timezone) if oldest else None
+
+
+def search_values(case: Case, view: CaseView, now: datetime) -> dict[str, object]:
+    """The search attributes of DESIGN.md by name (None: unset)."""
+    return {
+        "LoanId": case.loan_id,
+        "BorrowerId": case.borrower_id,
+        "LoanProduct": case.product.value,
+        "CollectionStage": view.stage.value,
+        "DaysPastDue": view.days_past_due,
+        "AmountOverdue": view.overdue,
+        "OutstandingBalance": view.outstanding.total,
+        "AssignedAgent": view.assigned_agent,
+        "NextActionAt": view.next_action.at if view.next_action else None,
+        "OverdueSince": overdue_since(case, now),
+    }
 
 
 def details_markdown(view: CaseView, currency: str, timezone: str) -> str:

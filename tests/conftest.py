@@ -21,8 +21,8 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from activities import collection_activities
 from activities.delivery import Deliverer
-from activities.registry import CollectionActivities
 from models import search
 from models.db import make_engine, upgrade_schema
 from tests.db_fixtures import db_url, engine, session  # noqa: F401  (fixtures)
@@ -95,23 +95,22 @@ async def running_worker(
     deliverer: Deliverer | None = None,
     terminate_loans: bool = True,
     sticky: bool = True,
-) -> AsyncIterator[CollectionActivities]:
+) -> AsyncIterator[None]:
     """A worker with the real activities; on exit the test's loans are terminated unless
     `terminate_loans=False` (a test that stops one worker and starts another)."""
-    activities = CollectionActivities(db, deliverer)
     with ThreadPoolExecutor(max_workers=8) as executor:
         async with Worker(
             client,
             task_queue=task_queue,
             workflows=[LoanCollection],
-            activities=activities.all(),
+            activities=collection_activities(db, deliverer),
             activity_executor=executor,
             # A worker that will be stopped mid-case must not keep the case on its own
             # sticky queue, or the next worker waits for that queue to time out.
             max_cached_workflows=1000 if sticky else 0,
         ):
             try:
-                yield activities
+                yield
             finally:
                 if terminate_loans:
                     await terminate_started()

@@ -13,9 +13,11 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
-from activities import names
+from activities import collection_activities
+from activities.cases import CaseActivities
+from activities.contacts import ContactActivities
 from activities.delivery import LoggingDeliverer, RecordingDeliverer, mask_address
-from activities.registry import CollectionActivities
+from activities.records import RecordActivities
 from activities.templates import format_date, format_money, render
 from domain.enums import ActionKind, Channel, CollectionStage, InstallmentStatus, Product, RepaymentMethod
 from models import repo
@@ -28,7 +30,7 @@ from models.tables import (
     ContactAttempt,
     CreditBureauRecord,
     FieldVisitTask,
-    Installment,
+    InstallmentRow,
     LegalReferral,
     Loan,
     Payment,
@@ -62,8 +64,18 @@ def deliverer() -> RecordingDeliverer:
 
 
 @pytest.fixture
-def acts(engine: Engine, deliverer: RecordingDeliverer) -> CollectionActivities:  # noqa: F811
-    return CollectionActivities(engine, deliverer)
+def records(engine: Engine) -> RecordActivities:  # noqa: F811
+    return RecordActivities(engine)
+
+
+@pytest.fixture
+def contacts(engine: Engine, deliverer: RecordingDeliverer) -> ContactActivities:  # noqa: F811
+    return ContactActivities(engine, deliverer)
+
+
+@pytest.fixture
+def cases(engine: Engine) -> CaseActivities:  # noqa: F811
+    return CaseActivities(engine)
 
 
 def run(fn: Callable[..., Any], *args: Any) -> Any:
@@ -182,65 +194,68 @@ def assert_non_retryable(exc: pytest.ExceptionInfo[ApplicationError], *words: st
         assert w in str(exc.value)
 
 
-# --- registry ------------------------------------------------------------------------
+# --- the worker's activities ------------------------------------------------------
 
 
-def test_all_returns_every_named_activity(acts: CollectionActivities) -> None:
-    got = {activity._Definition.must_from_callable(fn).name for fn in acts.all()}
+def test_the_worker_gets_every_activity_under_the_name_its_history_records(
+    engine: Engine,  # noqa: F811
+) -> None:
+    # The names are recorded in every running loan's history: renaming one breaks replay.
+    got = {activity._Definition.must_from_callable(fn).name for fn in collection_activities(engine)}
     assert got == {
-        names.RECORD_LOAN,
-        names.SYNC_LOAN,
-        names.BOOK_PAYMENT,
-        names.SEND_CONTACT,
-        names.ASSIGN_AGENT,
-        names.RELEASE_AGENT,
-        names.FILE_CASE_ACTION,
-        names.WRITE_AUDIT,
-        names.RECORD_CASE_EVENTS,
-        names.LOAD_POLICY,
+        "record_loan",
+        "sync_loan",
+        "book_payment",
+        "send_contact",
+        "assign_agent",
+        "release_agent",
+        "file_case_action",
+        "write_audit",
+        "record_case_events",
+        "load_policy",
     }
-    assert isinstance(CollectionActivities(acts.engine).deliverer, LoggingDeliverer)
+    assert isinstance(ContactActivities(engine).deliverer, LoggingDeliverer)
 
 
-# --- ledger --------------------------------------------------------------------------
+# --- records --------------------------------------------------------------------------
 
 
-def test_record_loan_twice_leaves_one_loan_and_its_schedule(acts: CollectionActivities) -> None:
-    run(acts.record_loan, loan_record())
-    run(acts.record_loan, loan_record())
-    assert count(acts.engine, Loan) == 1
-    assert count(acts.engine, Installment, loan_id="L1") == 3
-    with session_scope(acts.engine) as s:
+def test_record_loan_twice_leaves_one_loan_and_its_schedule(records: RecordActivities) -> None:
+    run(records.record_loan, loan_record())
+    run(records.record_loan, loan_record())
+    assert count(records.engine, Loan) == 1
+    assert count(records.engine, InstallmentRow, loan_id="L1") == 3
+    with session_scope(records.engine) as s:
         loan = repo.get_loan(s, "L1")
         assert loan is not None
         assert (loan.stage, loan.outstanding_principal, loan.principal) == ("CURRENT", 1_200_000, 1_200_000)
         assert loan.first_due_date == date(2025, 3, 15) and loan.updated_at is None
 
 
-def test_record_loan_of_a_closed_loan_is_refused(acts: CollectionActivities) -> None:
-    run(acts.record_loan, loan_record())
-    run(acts.sync_loan, projection(T0, closed=True))
+def test_record_loan_of_a_closed_loan_is_refused(records: RecordActivities) -> None:
+    run(records.record_loan, loan_record())
+    run(records.sync_loan, projection(T0, closed=True))
     with pytest.raises(ApplicationError) as e:
-        run(acts.record_loan, loan_record())
+        run(records.record_loan, loan_record())
     assert_non_retryable(e, "loan_id", "never reused")
 
 
-def test_record_loan_for_another_borrower_is_refused(acts: CollectionActivities) -> None:
-    run(acts.record_loan, loan_record())
+def test_record_loan_for_another_borrower_is_refused(records: RecordActivities) -> None:
+    run(records.record_loan, loan_record())
     other = loan_record()
     other.start.borrower_id = "B2"
     with pytest.raises(ApplicationError) as e:
-        run(acts.record_loan, other)
+        run(records.record_loan, other)
     assert_non_retryable(e, "loan_id")
 
 
-def test_sync_loan_last_writer_by_as_of(acts: CollectionActivities) -> None:
-    run(acts.record_loan, loan_record())
+def test_sync_loan_last_writer_by_as_of(records: RecordActivities) -> None:
+    run(records.record_loan, loan_record())
     t1 = T0 + timedelta(days=2)
-    run(acts.sync_loan, projection(t1, CollectionStage.GRACE, days_past_due=2))
-    run(acts.sync_loan, projection(t1, CollectionStage.GRACE, days_past_due=2))  # same again
-    run(acts.sync_loan, projection(T0, CollectionStage.CURRENT, days_past_due=0))  # older: ignored
-    with session_scope(acts.engine) as s:
+    run(records.sync_loan, projection(t1, CollectionStage.GRACE, days_past_due=2))
+    run(records.sync_loan, projection(t1, CollectionStage.GRACE, days_past_due=2))  # same again
+    run(records.sync_loan, projection(T0, CollectionStage.CURRENT, days_past_due=0))  # older: ignored
+    with session_scope(records.engine) as s:
         loan = repo.get_loan(s, "L1")
         assert loan is not None
         assert (loan.stage, loan.days_past_due, loan.overdue) == ("GRACE", 2, 110_016)
@@ -252,35 +267,35 @@ def test_sync_loan_last_writer_by_as_of(acts: CollectionActivities) -> None:
     new_schedule = installments(2, paid=1)
     new_schedule[0].status = InstallmentStatus.PAID
     run(
-        acts.sync_loan,
+        records.sync_loan,
         projection(t2, CollectionStage.AGENT, assigned_agent="a1", installments=new_schedule, closed=True),
     )
-    with session_scope(acts.engine) as s:
+    with session_scope(records.engine) as s:
         loan = repo.get_loan(s, "L1")
         assert loan is not None and loan.assigned_agent == "a1" and loan.closed
         rows = repo.installments_for_loan(s, "L1")
         assert [(r.seq, r.paid, r.status) for r in rows] == [(1, 1, "paid"), (2, 1, "scheduled")]
 
 
-def test_sync_loan_of_unknown_loan_is_non_retryable(acts: CollectionActivities) -> None:
+def test_sync_loan_of_unknown_loan_is_non_retryable(records: RecordActivities) -> None:
     with pytest.raises(ApplicationError) as e:
-        run(acts.sync_loan, projection(T0))
+        run(records.sync_loan, projection(T0))
     assert_non_retryable(e, "loan_id")
 
 
 def test_load_policy_gives_the_product_overrides_and_refuses_an_unknown_policy(
-    acts: CollectionActivities,
+    records: RecordActivities,
 ) -> None:
-    auto = run(acts.load_policy, PolicyRequest(name="standard", product="auto"))
-    credit = run(acts.load_policy, PolicyRequest(name="standard", product="credit"))
+    auto = run(records.load_policy, PolicyRequest(name="standard", product="auto"))
+    credit = run(records.load_policy, PolicyRequest(name="standard", product="credit"))
     assert auto.field_visit_min_overdue == 2_000_000 != credit.field_visit_min_overdue
     with pytest.raises(ApplicationError) as e:
-        run(acts.load_policy, PolicyRequest(name="no-such-policy", product="credit"))
+        run(records.load_policy, PolicyRequest(name="no-such-policy", product="credit"))
     assert_non_retryable(e, "policy")
 
 
-def test_record_case_events_twice_writes_each_record_once(acts: CollectionActivities) -> None:
-    run(acts.record_loan, loan_record())
+def test_record_case_events_twice_writes_each_record_once(records: RecordActivities) -> None:
+    run(records.record_loan, loan_record())
     events = CaseEvents(
         payments=[
             PaymentBooking(
@@ -298,16 +313,16 @@ def test_record_case_events_twice_writes_each_record_once(acts: CollectionActivi
         ],
         projection=projection(T0 + timedelta(hours=1)),
     )
-    run(acts.record_case_events, events)
-    run(acts.record_case_events, events)  # a retry after a crash
-    assert count(acts.engine, Payment) == 1
-    assert count(acts.engine, AuditLog) == 1
-    with session_scope(acts.engine) as s:
+    run(records.record_case_events, events)
+    run(records.record_case_events, events)  # a retry after a crash
+    assert count(records.engine, Payment) == 1
+    assert count(records.engine, AuditLog) == 1
+    with session_scope(records.engine) as s:
         loan = repo.get_loan(s, "L1")
         assert loan is not None and loan.stage == CollectionStage.GRACE.value
 
 
-def test_book_payment_twice_books_once(acts: CollectionActivities) -> None:
+def test_book_payment_twice_books_once(records: RecordActivities) -> None:
     p = PaymentBooking(
         loan_id="L1",
         payment_id="pay-1",
@@ -317,15 +332,15 @@ def test_book_payment_twice_books_once(acts: CollectionActivities) -> None:
         channel="alipay",
         allocation=Allocation(interest=18_000, principal=92_016),
     )
-    assert run(acts.book_payment, p) is True
-    assert run(acts.book_payment, p) is False
-    assert count(acts.engine, Payment) == 1
-    with session_scope(acts.engine) as s:
+    assert run(records.book_payment, p) is True
+    assert run(records.book_payment, p) is False
+    assert count(records.engine, Payment) == 1
+    with session_scope(records.engine) as s:
         (row,) = repo.payments_for_loan(s, "L1")
         assert (row.alloc_interest, row.alloc_principal, row.paid_at) == (18_000, 92_016, T0)
 
 
-def test_concurrent_duplicate_payments_book_once(acts: CollectionActivities) -> None:
+def test_concurrent_duplicate_payments_book_once(records: RecordActivities) -> None:
     p = PaymentBooking(
         loan_id="L1",
         payment_id="pay-x",
@@ -336,43 +351,45 @@ def test_concurrent_duplicate_payments_book_once(acts: CollectionActivities) -> 
         allocation=Allocation(principal=1),
     )
     results: list[bool] = []
-    threads = [threading.Thread(target=lambda: results.append(run(acts.book_payment, p))) for _ in range(6)]
+    threads = [
+        threading.Thread(target=lambda: results.append(run(records.book_payment, p))) for _ in range(6)
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
     assert sorted(results) == [False] * 5 + [True]
-    assert count(acts.engine, Payment) == 1
+    assert count(records.engine, Payment) == 1
 
 
 # --- contacts ------------------------------------------------------------------------
 
 
 def test_a_contact_retried_past_the_window_is_deferred_not_sent(
-    acts: CollectionActivities, deliverer: RecordingDeliverer
+    contacts: ContactActivities, deliverer: RecordingDeliverer
 ) -> None:
-    add_borrower(acts.engine)
+    add_borrower(contacts.engine)
     closed = datetime.now(UTC) - timedelta(minutes=1)
-    late = run(acts.send_contact, contact(not_after=closed))
+    late = run(contacts.send_contact, contact(not_after=closed))
     assert late.status == "deferred" and "contact window" in (late.reason or "")
     assert deliverer.sent == []
     # The same contact (same key), planned into the next window, goes out then, once.
-    again = run(acts.send_contact, contact(not_after=datetime.now(UTC) + timedelta(hours=2)))
+    again = run(contacts.send_contact, contact(not_after=datetime.now(UTC) + timedelta(hours=2)))
     assert again.status == "delivered" and len(deliverer.sent) == 1
-    assert run(acts.send_contact, contact()) == again
-    assert count(acts.engine, ContactAttempt) == 1
+    assert run(contacts.send_contact, contact()) == again
+    assert count(contacts.engine, ContactAttempt) == 1
 
 
-def test_send_contact_twice_sends_once(acts: CollectionActivities, deliverer: RecordingDeliverer) -> None:
-    add_borrower(acts.engine)
-    first = run(acts.send_contact, contact())
-    second = run(acts.send_contact, contact())
+def test_send_contact_twice_sends_once(contacts: ContactActivities, deliverer: RecordingDeliverer) -> None:
+    add_borrower(contacts.engine)
+    first = run(contacts.send_contact, contact())
+    second = run(contacts.send_contact, contact())
     assert first == second
     assert first.status == "delivered" and first.line == "mobile" and not first.dialed
     assert len(deliverer.sent) == 1
     assert deliverer.sent[0].address == "13812345678"
-    assert count(acts.engine, ContactAttempt) == 1
-    with session_scope(acts.engine) as s:
+    assert count(contacts.engine, ContactAttempt) == 1
+    with session_scope(contacts.engine) as s:
         row = repo.contact_by_key(s, "L1:reminder:1")
         assert row is not None
         assert row.status == "delivered" and row.sent_at is not None and row.line == "mobile"
@@ -380,45 +397,45 @@ def test_send_contact_twice_sends_once(acts: CollectionActivities, deliverer: Re
         assert "13812345678" not in (row.rendered_text or "")
 
 
-def test_contact_suppressed_without_phone(acts: CollectionActivities, deliverer: RecordingDeliverer) -> None:
-    add_borrower(acts.engine, phone_mobile=None, phone_alt=None, email=None)
-    out = run(acts.send_contact, contact())
+def test_contact_suppressed_without_phone(contacts: ContactActivities, deliverer: RecordingDeliverer) -> None:
+    add_borrower(contacts.engine, phone_mobile=None, phone_alt=None, email=None)
+    out = run(contacts.send_contact, contact())
     assert (out.status, out.reason) == ("suppressed", "no_phone")
-    out = run(acts.send_contact, contact("k-email", channel=Channel.EMAIL))
+    out = run(contacts.send_contact, contact("k-email", channel=Channel.EMAIL))
     assert (out.status, out.reason) == ("suppressed", "no_email")
-    out = run(acts.send_contact, contact("k-nobody", borrower_id="B404"))
+    out = run(contacts.send_contact, contact("k-nobody", borrower_id="B404"))
     assert (out.status, out.reason) == ("suppressed", "no_borrower")
     assert deliverer.sent == []
-    assert count(acts.engine, ContactAttempt, status="suppressed") == 3
+    assert count(contacts.engine, ContactAttempt, status="suppressed") == 3
     # Letters and push need only the borrower.
     assert run(
-        acts.send_contact, contact("k-letter", channel=Channel.LETTER, template="demand_letter")
+        contacts.send_contact, contact("k-letter", channel=Channel.LETTER, template="demand_letter")
     ).status == ("delivered")
-    assert run(acts.send_contact, contact("k-push", channel=Channel.PUSH)).status == "delivered"
+    assert run(contacts.send_contact, contact("k-push", channel=Channel.PUSH)).status == "delivered"
     assert [d.address for d in deliverer.sent] == ["borrower:B1", "borrower:B1"]
 
 
 def test_contact_details_are_read_at_send_time(
-    acts: CollectionActivities, deliverer: RecordingDeliverer
+    contacts: ContactActivities, deliverer: RecordingDeliverer
 ) -> None:
-    add_borrower(acts.engine, phone_mobile="13800000001")
-    run(acts.send_contact, contact("k1"))
-    add_borrower(acts.engine, phone_mobile="13900000002", preferred_language="en")
-    run(acts.send_contact, contact("k2"))
-    run(acts.send_contact, contact("k1"))  # a repeat of k1 is not re-sent to the new number
+    add_borrower(contacts.engine, phone_mobile="13800000001")
+    run(contacts.send_contact, contact("k1"))
+    add_borrower(contacts.engine, phone_mobile="13900000002", preferred_language="en")
+    run(contacts.send_contact, contact("k2"))
+    run(contacts.send_contact, contact("k1"))  # a repeat of k1 is not re-sent to the new number
     assert [d.address for d in deliverer.sent] == ["13800000001", "13900000002"]
     assert "¥1,100.16" in deliverer.sent[0].text and "CNY 1,100.16" in deliverer.sent[1].text
 
 
 def test_voice_call_outcome(engine: Engine) -> None:  # noqa: F811
     add_borrower(engine, phone_mobile=None, phone_alt="13700001111")
-    connected = CollectionActivities(engine, RecordingDeliverer(voice_connected=True))
+    connected = ContactActivities(engine, RecordingDeliverer(voice_connected=True))
     out = run(
         connected.send_contact,
         contact("v1", kind=ActionKind.VOICE_CALL, channel=Channel.VOICE, template="voice_call"),
     )
     assert (out.status, out.dialed, out.connected, out.line) == ("delivered", True, True, "alt")
-    unanswered = CollectionActivities(engine, RecordingDeliverer(voice_connected=False))
+    unanswered = ContactActivities(engine, RecordingDeliverer(voice_connected=False))
     out = run(
         unanswered.send_contact,
         contact("v2", kind=ActionKind.VOICE_CALL, channel=Channel.VOICE, template="voice_call"),
@@ -437,7 +454,7 @@ def test_voice_call_outcome(engine: Engine) -> None:  # noqa: F811
 def test_failed_delivery_is_final(engine: Engine) -> None:  # noqa: F811
     add_borrower(engine)
     refusing = RecordingDeliverer(delivered=False)
-    acts = CollectionActivities(engine, refusing)
+    acts = ContactActivities(engine, refusing)
     out = run(acts.send_contact, contact())
     assert (out.status, out.reason) == ("failed", "refused")
     assert run(acts.send_contact, contact()) == out
@@ -457,7 +474,7 @@ def test_deliverer_exception_leaves_row_queued_and_retry_delivers(engine: Engine
             return super().deliver(channel, address, text)
 
     flaky = Flaky()
-    acts = CollectionActivities(engine, flaky)
+    acts = ContactActivities(engine, flaky)
     with pytest.raises(ConnectionError):
         run(acts.send_contact, contact())
     assert count(engine, ContactAttempt, status="queued") == 1
@@ -465,18 +482,18 @@ def test_deliverer_exception_leaves_row_queued_and_retry_delivers(engine: Engine
     assert count(engine, ContactAttempt) == 1 and len(flaky.sent) == 1
 
 
-def test_unknown_template_and_empty_key_are_non_retryable(acts: CollectionActivities) -> None:
-    add_borrower(acts.engine)
+def test_unknown_template_and_empty_key_are_non_retryable(contacts: ContactActivities) -> None:
+    add_borrower(contacts.engine)
     with pytest.raises(ApplicationError) as e:
-        run(acts.send_contact, contact(template="nope"))
+        run(contacts.send_contact, contact(template="nope"))
     assert_non_retryable(e, "template")
     with pytest.raises(ApplicationError) as e:
-        run(acts.send_contact, contact(key=""))
+        run(contacts.send_contact, contact(key=""))
     assert_non_retryable(e, "key")
     with pytest.raises(ApplicationError) as e:
-        run(acts.send_contact, contact(key="k" * 300))
+        run(contacts.send_contact, contact(key="k" * 300))
     assert_non_retryable(e, "key")
-    assert count(acts.engine, ContactAttempt) == 0
+    assert count(contacts.engine, ContactAttempt) == 0
 
 
 # --- templates -----------------------------------------------------------------------
@@ -544,89 +561,89 @@ def test_logging_deliverer_masks_the_address(caplog: pytest.LogCaptureFixture) -
 # --- agents --------------------------------------------------------------------------
 
 
-def test_assign_least_loaded_agent_and_idempotent(acts: CollectionActivities) -> None:
-    add_agent(acts.engine, "a")
-    add_agent(acts.engine, "b")
-    assert run(acts.assign_agent, agent_req("L1")).agent_id == "a"
-    assert run(acts.assign_agent, agent_req("L2")).agent_id == "b"
-    assert run(acts.assign_agent, agent_req("L3")).agent_id == "a"
+def test_assign_least_loaded_agent_and_idempotent(cases: CaseActivities) -> None:
+    add_agent(cases.engine, "a")
+    add_agent(cases.engine, "b")
+    assert run(cases.assign_agent, agent_req("L1")).agent_id == "a"
+    assert run(cases.assign_agent, agent_req("L2")).agent_id == "b"
+    assert run(cases.assign_agent, agent_req("L3")).agent_id == "a"
     # the same request again, and a new key for a loan that already has an agent
-    assert run(acts.assign_agent, agent_req("L1")).agent_id == "a"
-    assert run(acts.assign_agent, agent_req("L1", key="L1:assign_agent:other")).agent_id == "a"
-    assert count(acts.engine, Assignment) == 3
-    with session_scope(acts.engine) as s:
+    assert run(cases.assign_agent, agent_req("L1")).agent_id == "a"
+    assert run(cases.assign_agent, agent_req("L1", key="L1:assign_agent:other")).agent_id == "a"
+    assert count(cases.engine, Assignment) == 3
+    with session_scope(cases.engine) as s:
         assert repo.agent_loads(s) == {"a": 2, "b": 1}
 
 
-def test_queue_then_pickup_when_an_agent_is_added(acts: CollectionActivities) -> None:
-    out = run(acts.assign_agent, agent_req("L1"))
+def test_queue_then_pickup_when_an_agent_is_added(cases: CaseActivities) -> None:
+    out = run(cases.assign_agent, agent_req("L1"))
     assert (out.agent_id, out.queued) == (None, True)
-    assert run(acts.assign_agent, agent_req("L1")).queued  # still waiting, no second row
-    assert count(acts.engine, Assignment) == 1
-    add_agent(acts.engine, "a")
+    assert run(cases.assign_agent, agent_req("L1")).queued  # still waiting, no second row
+    assert count(cases.engine, Assignment) == 1
+    add_agent(cases.engine, "a")
     # the next day the workflow asks again and learns who picked it up
-    out = run(acts.assign_agent, agent_req("L1", key="L1:assign_agent:2", at=T0 + timedelta(days=1)))
+    out = run(cases.assign_agent, agent_req("L1", key="L1:assign_agent:2", at=T0 + timedelta(days=1)))
     assert (out.agent_id, out.queued) == ("a", False)
-    assert count(acts.engine, Assignment) == 1
+    assert count(cases.engine, Assignment) == 1
 
 
 def test_queued_case_is_picked_up_on_the_next_call_when_agent_inserted_directly(
-    acts: CollectionActivities,
+    cases: CaseActivities,
 ) -> None:
-    assert run(acts.assign_agent, agent_req("L1")).queued
+    assert run(cases.assign_agent, agent_req("L1")).queued
     from models.tables import Agent
 
-    with session_scope(acts.engine) as s:  # an agent added by another system, no queue drain
+    with session_scope(cases.engine) as s:  # an agent added by another system, no queue drain
         s.add(Agent(agent_id="z", name="Zed"))
-    assert run(acts.assign_agent, agent_req("L1")).agent_id == "z"
+    assert run(cases.assign_agent, agent_req("L1")).agent_id == "z"
 
 
-def test_release_agent_is_idempotent_and_frees_capacity(acts: CollectionActivities) -> None:
-    add_agent(acts.engine, "a", max_cases=1)
-    assert run(acts.assign_agent, agent_req("L1")).agent_id == "a"
-    assert run(acts.assign_agent, agent_req("L2")).queued  # a is full
+def test_release_agent_is_idempotent_and_frees_capacity(cases: CaseActivities) -> None:
+    add_agent(cases.engine, "a", max_cases=1)
+    assert run(cases.assign_agent, agent_req("L1")).agent_id == "a"
+    assert run(cases.assign_agent, agent_req("L2")).queued  # a is full
     rel = AgentRelease(key="L1:release_agent:1", loan_id="L1", agent_id="a", reason="cured", at=T0)
-    run(acts.release_agent, rel)
-    run(acts.release_agent, rel)
-    with session_scope(acts.engine) as s:
+    run(cases.release_agent, rel)
+    run(cases.release_agent, rel)
+    with session_scope(cases.engine) as s:
         assert repo.open_assignment(s, "L1") is None
         (row,) = repo.assignments_for_loan(s, "L1")
         assert (row.release_reason, row.released_at) == ("cured", T0)
         l2 = repo.open_assignment(s, "L2")
         assert l2 is not None and l2.agent_id == "a"  # freed capacity went to the queue
     # a later delinquency gets a new assignment
-    assert run(acts.assign_agent, agent_req("L1", key="L1:assign_agent:2")).queued
-    assert count(acts.engine, Assignment) == 3
+    assert run(cases.assign_agent, agent_req("L1", key="L1:assign_agent:2")).queued
+    assert count(cases.engine, Assignment) == 3
 
 
-def test_release_closes_a_queued_row(acts: CollectionActivities) -> None:
-    assert run(acts.assign_agent, agent_req("L1")).queued
-    run(acts.release_agent, AgentRelease(key="r1", loan_id="L1", agent_id=None, reason="paid_off", at=T0))
-    add_agent(acts.engine, "a")
-    with session_scope(acts.engine) as s:
+def test_release_closes_a_queued_row(cases: CaseActivities) -> None:
+    assert run(cases.assign_agent, agent_req("L1")).queued
+    run(cases.release_agent, AgentRelease(key="r1", loan_id="L1", agent_id=None, reason="paid_off", at=T0))
+    add_agent(cases.engine, "a")
+    with session_scope(cases.engine) as s:
         assert repo.open_assignment(s, "L1") is None
         assert repo.agent_loads(s) == {"a": 0}
     # nothing open: releasing again is a no-op
-    run(acts.release_agent, AgentRelease(key="r2", loan_id="L1", agent_id=None, reason="paid_off", at=T0))
+    run(cases.release_agent, AgentRelease(key="r2", loan_id="L1", agent_id=None, reason="paid_off", at=T0))
 
 
-def test_deactivated_agent_is_not_assigned(acts: CollectionActivities) -> None:
-    add_agent(acts.engine, "a")
-    add_agent(acts.engine, "b")
-    with session_scope(acts.engine) as s:
+def test_deactivated_agent_is_not_assigned(cases: CaseActivities) -> None:
+    add_agent(cases.engine, "a")
+    add_agent(cases.engine, "b")
+    with session_scope(cases.engine) as s:
         repo.deactivate_agent(s, "a")
-    assert run(acts.assign_agent, agent_req("L1")).agent_id == "b"
-    assert run(acts.assign_agent, agent_req("L2")).agent_id == "b"
+    assert run(cases.assign_agent, agent_req("L1")).agent_id == "b"
+    assert run(cases.assign_agent, agent_req("L2")).agent_id == "b"
 
 
-def test_concurrent_assignments_stay_balanced(acts: CollectionActivities) -> None:
-    add_agent(acts.engine, "a")
-    add_agent(acts.engine, "b")
+def test_concurrent_assignments_stay_balanced(cases: CaseActivities) -> None:
+    add_agent(cases.engine, "a")
+    add_agent(cases.engine, "b")
     errors: list[BaseException] = []
 
     def one(i: int) -> None:
         try:
-            run(acts.assign_agent, agent_req(f"L{i}"))
+            run(cases.assign_agent, agent_req(f"L{i}"))
         except BaseException as e:  # pragma: no cover - reported below
             errors.append(e)
 
@@ -636,16 +653,16 @@ def test_concurrent_assignments_stay_balanced(acts: CollectionActivities) -> Non
     for t in threads:
         t.join()
     assert errors == []
-    with session_scope(acts.engine) as s:
+    with session_scope(cases.engine) as s:
         assert repo.agent_loads(s) == {"a": 5, "b": 5}
 
 
-def test_assign_agent_bad_input(acts: CollectionActivities) -> None:
+def test_assign_agent_bad_input(cases: CaseActivities) -> None:
     with pytest.raises(ApplicationError) as e:
-        run(acts.assign_agent, agent_req(key=""))
+        run(cases.assign_agent, agent_req(key=""))
     assert_non_retryable(e, "key")
     with pytest.raises(ApplicationError) as e:
-        run(acts.assign_agent, agent_req(loan_id=" "))
+        run(cases.assign_agent, agent_req(loan_id=" "))
     assert_non_retryable(e, "loan_id")
 
 
@@ -663,23 +680,21 @@ def test_assign_agent_bad_input(acts: CollectionActivities) -> None:
         (ActionKind.FIELD_VISIT, FieldVisitTask),
     ],
 )
-def test_file_case_action_twice_leaves_one_row(
-    acts: CollectionActivities, kind: ActionKind, table: type
-) -> None:
-    run(acts.file_case_action, filing(kind))
-    run(acts.file_case_action, filing(kind))
-    assert count(acts.engine, table) == 1
+def test_file_case_action_twice_leaves_one_row(cases: CaseActivities, kind: ActionKind, table: type) -> None:
+    run(cases.file_case_action, filing(kind))
+    run(cases.file_case_action, filing(kind))
+    assert count(cases.engine, table) == 1
 
 
-def test_filing_rows_carry_what_the_teams_need(acts: CollectionActivities) -> None:
+def test_filing_rows_carry_what_the_teams_need(cases: CaseActivities) -> None:
     for kind in (
         ActionKind.LEGAL_REFERRAL,
         ActionKind.CREDIT_REPORT,
         ActionKind.CHARGE_OFF,
         ActionKind.FIELD_VISIT,
     ):
-        run(acts.file_case_action, filing(kind))
-    with session_scope(acts.engine) as s:
+        run(cases.file_case_action, filing(kind))
+    with session_scope(cases.engine) as s:
         from sqlmodel import select
 
         legal = s.exec(select(LegalReferral)).one()
@@ -697,13 +712,13 @@ def test_filing_rows_carry_what_the_teams_need(acts: CollectionActivities) -> No
         assert (visit.collectors_required, visit.status, visit.overdue) == (2, "open", 330_048)
 
 
-def test_unknown_filing_kind_is_non_retryable(acts: CollectionActivities) -> None:
+def test_unknown_filing_kind_is_non_retryable(cases: CaseActivities) -> None:
     with pytest.raises(ApplicationError) as e:
-        run(acts.file_case_action, filing(ActionKind.REMINDER))
+        run(cases.file_case_action, filing(ActionKind.REMINDER))
     assert_non_retryable(e, "kind")
 
 
-def test_write_audit_twice_leaves_one_row(acts: CollectionActivities) -> None:
+def test_write_audit_twice_leaves_one_row(records: RecordActivities) -> None:
     ev = AuditEvent(
         key="L1:audit:1",
         loan_id="L1",
@@ -712,9 +727,9 @@ def test_write_audit_twice_leaves_one_row(acts: CollectionActivities) -> None:
         detail="CURRENT→GRACE",
         source="rule:dpd_1",
     )
-    run(acts.write_audit, ev)
-    run(acts.write_audit, ev)
-    assert count(acts.engine, AuditLog) == 1
+    run(records.write_audit, ev)
+    run(records.write_audit, ev)
+    assert count(records.engine, AuditLog) == 1
     with pytest.raises(ApplicationError) as e:
-        run(acts.write_audit, ev.model_copy(update={"key": ""}))
+        run(records.write_audit, ev.model_copy(update={"key": ""}))
     assert_non_retryable(e, "key")

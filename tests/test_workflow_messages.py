@@ -8,16 +8,18 @@ from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.client import WorkflowExecution, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from models import search
 from models.wire import CaseView, PaymentIn, RestructuringIn
 from tests.conftest import running_worker
 from tests.loans import loan_start, local_today, start_loan, state
 from tests.test_workflow_ladder import seed
+from tests.visibility import eventually, listed
 from workflows.loan_collection import LoanCollection
 
 pytestmark = pytest.mark.temporal
@@ -28,6 +30,10 @@ async def overdue_loan(env: WorkflowEnvironment, task_queue: str, dpd: int, **kw
     today = local_today(datetime.now().astimezone())
     start = loan_start(today - timedelta(days=dpd + 31), first_due_date=today - timedelta(days=dpd), **kw)
     return start, await start_loan(env.client, task_queue, start)
+
+
+def ids(workflows: list[WorkflowExecution]) -> list[str]:
+    return sorted(wf.id for wf in workflows)
 
 
 async def history_length(handle: WorkflowHandle) -> int:
@@ -214,24 +220,29 @@ async def test_search_attributes_find_cases_like_an_operator_would(
         agent_loan, _ = await overdue_loan(dev_env, task_queue, dpd=50)
         early_loan, _ = await overdue_loan(dev_env, task_queue, dpd=10)
         current, _ = await overdue_loan(dev_env, task_queue, dpd=-5)
+        client = dev_env.client
+        agent_id, early_id = f"loan-{agent_loan.loan_id}", f"loan-{early_loan.loan_id}"
+        # Each query polls until its own answer is complete: visibility is eventually
+        # consistent, so a loan found by one query may not show in the next one yet.
         query = f"CollectionStage = 'AGENT' AND DaysPastDue > 45 AND TaskQueue = '{task_queue}'"
-        found: set[str] = set()
-        for _ in range(100):
-            found = {wf.id async for wf in dev_env.client.list_workflows(query)}
-            if found:
-                break
-            await asyncio.sleep(0.2)
-        assert found == {f"loan-{agent_loan.loan_id}"}
-        early = [
-            wf
-            async for wf in dev_env.client.list_workflows(
-                f"CollectionStage = 'EARLY' AND TaskQueue = '{task_queue}'"
-            )
-        ]
-        assert [wf.id for wf in early] == [f"loan-{early_loan.loan_id}"]
-        sa = early[0].typed_search_attributes
-        from models import search
+        agents = await eventually(lambda: listed(client, query), lambda wfs: ids(wfs) == [agent_id])
+        assert ids(agents) == [agent_id]
 
+        def early_indexed(wfs: list[WorkflowExecution]) -> bool:
+            if ids(wfs) != [early_id]:
+                return False
+            sa = wfs[0].typed_search_attributes
+            return (
+                sa.get(search.DAYS_PAST_DUE) in (10, 11)  # 11 if the Shanghai day turned meanwhile
+                and sa.get(search.LOAN_ID) == early_loan.loan_id
+                and bool(sa.get(search.AMOUNT_OVERDUE))
+                and sa.get(search.OVERDUE_SINCE) is not None
+            )
+
+        early_query = f"CollectionStage = 'EARLY' AND TaskQueue = '{task_queue}'"
+        early = await eventually(lambda: listed(client, early_query), early_indexed)
+        assert ids(early) == [early_id]
+        sa = early[0].typed_search_attributes
         assert sa.get(search.DAYS_PAST_DUE) in (10, 11)  # 11 if the Shanghai day turned meanwhile
         assert sa.get(search.LOAN_ID) == early_loan.loan_id
         assert sa.get(search.AMOUNT_OVERDUE) and sa.get(search.OVERDUE_SINCE) is not None

@@ -1,0 +1,225 @@
+"""Record-keeping activities: the loan as disbursed, its projection, booked payments, the
+audit log, and the policy a new loan is collected under.
+
+Each write is idempotent by a business key (loan_id, payment_id, the audit key, the
+projection's `as_of`), so a retry or a replaced worker never writes a record twice.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+from temporalio import activity
+
+from activities._support import (
+    as_utc,
+    clip,
+    insert_once,
+    insert_unless_present,
+    non_retryable,
+    require,
+    unit_of_work,
+)
+from domain.enums import CollectionStage
+from domain.policy import Policy, PolicyError, load_policy
+from models.tables import ID_LEN, KEY_LEN, AuditLog, InstallmentRow, Loan, Payment
+from models.wire import (
+    AuditEvent,
+    CaseEvents,
+    InstallmentView,
+    LoanProjection,
+    LoanRecord,
+    PaymentBooking,
+    PolicyRequest,
+)
+
+
+def _upsert_installments(
+    session: Session, loan_id: str, views: list[InstallmentView], *, overwrite: bool
+) -> None:
+    existing = {
+        row.seq: row
+        for row in session.exec(select(InstallmentRow).where(col(InstallmentRow.loan_id) == loan_id))
+    }
+    wanted = {v.seq for v in views}
+    for v in views:
+        row = existing.get(v.seq)
+        if row is None:
+            row = InstallmentRow(loan_id=loan_id, seq=v.seq, due_date=v.due_date, principal=0, interest=0)
+        elif not overwrite:
+            continue
+        row.due_date = v.due_date
+        row.principal = v.principal
+        row.interest = v.interest
+        row.paid = v.paid
+        row.status = v.status.value
+        session.add(row)
+    if overwrite:
+        for seq, row in existing.items():
+            if seq not in wanted:  # the schedule shrank (restructuring)
+                session.delete(row)
+    session.flush()
+
+
+class RecordActivities:
+    """The lender's records of a loan (synchronous: run on a ThreadPoolExecutor)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @activity.defn(name="record_loan")
+    def record_loan(self, rec: LoanRecord) -> None:
+        """Insert the loan and its schedule as disbursed. Idempotent: a second call updates
+        the contract terms and adds missing installments, but never touches the projection
+        (stage, balances, installment progress) written by sync_loan."""
+        s = rec.start
+        require(s.loan_id, "loan_id", ID_LEN)
+        require(s.borrower_id, "borrower_id")
+
+        def work(session: Session) -> None:
+            loan = session.get(Loan, s.loan_id)
+            if loan is None:
+                loan = Loan(
+                    loan_id=s.loan_id,
+                    borrower_id=s.borrower_id,
+                    product=s.product.value,
+                    currency=s.currency,
+                    principal=s.principal,
+                    annual_rate_bps=s.annual_rate_bps,
+                    term_months=s.term_months,
+                    repayment_method=s.repayment_method.value,
+                    disbursed_on=s.disbursed_on,
+                    first_due_date=rec.first_due_date,
+                    timezone=s.timezone,
+                    policy=s.policy,
+                    stage=CollectionStage.CURRENT.value,
+                    outstanding_principal=s.principal,
+                    outstanding_total=s.principal,
+                )
+            elif loan.closed:
+                # A loan id is never reused: a second workflow for a loan already collected
+                # (started without the client's reject-duplicate policy) stops here.
+                raise non_retryable(
+                    f"loan_id: loan {s.loan_id!r} is closed; a loan id is never reused", "LoanConflict"
+                )
+            elif loan.borrower_id != s.borrower_id:
+                raise non_retryable(
+                    f"loan_id: loan {s.loan_id!r} is already recorded for another borrower",
+                    "LoanConflict",
+                )
+            else:
+                loan.product = s.product.value
+                loan.currency = s.currency
+                loan.principal = s.principal
+                loan.annual_rate_bps = s.annual_rate_bps
+                loan.term_months = s.term_months
+                loan.repayment_method = s.repayment_method.value
+                loan.disbursed_on = s.disbursed_on
+                loan.first_due_date = rec.first_due_date
+                loan.timezone = s.timezone
+                loan.policy = s.policy
+            session.add(loan)
+            session.flush()
+            _upsert_installments(session, s.loan_id, rec.installments, overwrite=False)
+
+        insert_once(self.engine, work)
+
+    @activity.defn(name="sync_loan")
+    def sync_loan(self, proj: LoanProjection) -> None:
+        """Update the loan projection and its installments. Last writer by `as_of`: a
+        projection older than the stored one is ignored; an equal one is re-applied."""
+        require(proj.loan_id, "loan_id")
+        as_of = as_utc(proj.as_of)
+        with unit_of_work(self.engine) as session:
+            stmt = select(Loan).where(col(Loan.loan_id) == proj.loan_id)
+            if self.engine.dialect.name == "postgresql":
+                stmt = stmt.with_for_update()
+            loan = session.exec(stmt).first()
+            if loan is None:
+                raise non_retryable(
+                    f"loan_id: loan {proj.loan_id!r} is not recorded (record_loan first)",
+                    "LoanNotRecorded",
+                )
+            if loan.updated_at is not None and as_of < loan.updated_at:
+                return
+            o = proj.outstanding
+            loan.stage = proj.stage.value
+            loan.days_past_due = proj.days_past_due
+            loan.outstanding_principal = o.principal
+            loan.outstanding_interest = o.interest
+            loan.outstanding_penalty = o.penalty
+            loan.outstanding_fee = o.fee
+            loan.outstanding_total = o.total
+            loan.overdue = proj.overdue
+            loan.assigned_agent = proj.assigned_agent
+            loan.next_action_kind = proj.next_action_kind.value if proj.next_action_kind else None
+            loan.next_action_at = as_utc(proj.next_action_at) if proj.next_action_at else None
+            loan.closed = proj.closed
+            loan.updated_at = as_of
+            session.add(loan)
+            session.flush()
+            _upsert_installments(session, proj.loan_id, proj.installments, overwrite=True)
+
+    @activity.defn(name="book_payment")
+    def book_payment(self, p: PaymentBooking) -> bool:
+        """Book a payment, unique by payment_id. True when booked now, False when it was
+        already there (nothing is written twice)."""
+        require(p.payment_id, "payment_id", 128)
+        require(p.loan_id, "loan_id")
+        return insert_unless_present(
+            self.engine,
+            Payment,
+            "payment_id",
+            lambda: Payment(
+                payment_id=p.payment_id,
+                loan_id=p.loan_id,
+                amount=p.amount,
+                currency=p.currency,
+                paid_at=as_utc(p.paid_at),
+                channel=clip(p.channel, 64),
+                alloc_penalty=p.allocation.penalty,
+                alloc_fee=p.allocation.fee,
+                alloc_interest=p.allocation.interest,
+                alloc_principal=p.allocation.principal,
+            ),
+        )
+
+    @activity.defn(name="write_audit")
+    def write_audit(self, ev: AuditEvent) -> None:
+        """The case's audit log, one row per key."""
+        require(ev.key, "key", KEY_LEN)
+        require(ev.loan_id, "loan_id")
+        require(ev.event, "event")
+        insert_unless_present(
+            self.engine,
+            AuditLog,
+            "idempotency_key",
+            lambda: AuditLog(
+                idempotency_key=ev.key,
+                loan_id=ev.loan_id,
+                at=as_utc(ev.at),
+                event=clip(ev.event, 64) or "",
+                detail=ev.detail,
+                source=clip(ev.source, 128) or "",
+            ),
+        )
+
+    @activity.defn(name="record_case_events")
+    def record_case_events(self, events: CaseEvents) -> None:
+        """What the workflow writes down after handling messages or acting: payments
+        booked, audit entries and the loan projection. Each part is idempotent by its own
+        key, so a retry after a partial write completes the rest and duplicates nothing."""
+        for booking in events.payments:
+            self.book_payment(booking)
+        for entry in events.audit:
+            self.write_audit(entry)
+        if events.projection is not None:
+            self.sync_loan(events.projection)
+
+    @activity.defn(name="load_policy")
+    def load_policy(self, req: PolicyRequest) -> Policy:
+        """The policy a new loan is collected under (recorded in its history)."""
+        try:
+            return load_policy(req.name, req.product.value)
+        except PolicyError as exc:
+            raise non_retryable(str(exc), "InvalidPolicy") from exc

@@ -1,0 +1,168 @@
+"""The workflow's messages, each described once as an `Intake`: its update and signal
+names (models/contract.py), its wire type, how it is checked and taken into the case
+(domain/intake.py), what it answers, and what it leaves to write down.
+
+The workflow's update validator, update handler and signal twin all go through the same
+`Intake`, so the three agree, and a new message costs a spec here plus three short
+handlers in the workflow. Pure (Pydantic and domain/ only): passed through the sandbox.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from domain.case import Case
+from domain.intake import RestructuringTaken, check_payment, take_payment, take_restructuring
+from domain.ledger import days_past_due, overdue_amount, stage, today_for
+from models import contract
+from models.views import allocation_of, installments_of, outstanding_of, payment_result
+from models.wire import PaymentBooking, PaymentIn, PaymentResult, RestructuringIn, ScheduleSummary
+
+M = TypeVar("M", bound=BaseModel)
+A = TypeVar("A")
+
+
+@dataclass(frozen=True)
+class Taken(Generic[A]):
+    """A message taken into the case: the answer, and when it changed the case (not a
+    duplicate), the new case and what to write down."""
+
+    case: Case
+    answer: A
+    changed: bool
+    audit: tuple[str, str] | None = None  # (event, detail) for the audit log
+    bookings: tuple[PaymentBooking, ...] = ()
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A signal payload that does not have the message's shape."""
+
+    ref: str | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class Intake(Generic[M, A]):
+    update: str  # the update's name (answered)
+    signal: str  # its fire-and-forget twin
+    model: type[M]
+    id_field: str  # the idempotency id: applied at most once
+    error_type: str  # ApplicationError type of a refusal
+    check: Callable[[Case, M, datetime], None]  # raises CaseError; changes nothing
+    take: Callable[[Case, M, datetime], Taken[A]]  # check and apply; raises CaseError
+
+    def ref(self, message: M) -> str:
+        return str(getattr(message, self.id_field))
+
+    def decode(self, raw: M | dict[str, Any]) -> M | Undecodable:
+        """A signal's payload as the message, or why not (a payload that does not even
+        decode arrives as a dict, and is refused and recorded instead of dropped unseen)."""
+        if isinstance(raw, self.model):
+            return raw
+        try:
+            return self.model.model_validate(raw)
+        except ValidationError as exc:
+            reason = "; ".join(
+                f"{'.'.join(str(p) for p in err['loc']) or 'payload'}: {err['msg']}" for err in exc.errors()
+            )
+            ref = raw.get(self.id_field) if isinstance(raw, dict) else None
+            return Undecodable(str(ref) if ref is not None else None, reason)
+
+
+# --- record_payment / payment_received -----------------------------------------------------
+
+
+def _check_payment(case: Case, p: PaymentIn, now: datetime) -> None:
+    check_payment(
+        case, payment_id=p.payment_id, amount=p.amount, currency=p.currency, paid_at=p.paid_at, now=now
+    )
+
+
+def _take_payment(case: Case, p: PaymentIn, now: datetime) -> Taken[PaymentResult]:
+    taken = take_payment(
+        case, payment_id=p.payment_id, amount=p.amount, currency=p.currency, paid_at=p.paid_at, now=now
+    )
+    answer = payment_result(taken.case, p.payment_id, taken.allocation, now, duplicate=taken.duplicate)
+    if taken.duplicate or taken.paid_at is None:
+        return Taken(taken.case, answer, changed=False)
+    booking = PaymentBooking(
+        loan_id=case.loan_id,
+        payment_id=p.payment_id,
+        amount=p.amount,
+        currency=case.currency,
+        paid_at=taken.paid_at,
+        channel=p.channel,
+        allocation=allocation_of(taken.allocation),
+    )
+    detail = f"payment {p.payment_id} of {p.amount} applied: {taken.allocation.model_dump()}"
+    return Taken(taken.case, answer, changed=True, audit=("payment", detail), bookings=(booking,))
+
+
+PAYMENT: Intake[PaymentIn, PaymentResult] = Intake(
+    update=contract.RECORD_PAYMENT,
+    signal=contract.PAYMENT_RECEIVED,
+    model=PaymentIn,
+    id_field="payment_id",
+    error_type="InvalidPayment",
+    check=_check_payment,
+    take=_take_payment,
+)
+
+
+# --- apply_restructuring / restructuring_approved ----------------------------------------
+
+
+def _restructured(case: Case, r: RestructuringIn, now: datetime) -> RestructuringTaken:
+    return take_restructuring(
+        case,
+        restructuring_id=r.restructuring_id,
+        kind=r.kind,
+        approved_by=r.approved_by,
+        approval_ref=r.approval_ref,
+        extension_days=r.extension_days,
+        new_term_months=r.new_term_months,
+        waive_penalty=r.waive_penalty,
+        waive_amount=r.waive_amount,
+        now=now,
+    )
+
+
+def _check_restructuring(case: Case, r: RestructuringIn, now: datetime) -> None:
+    _restructured(case, r, now)  # validates by computing; the result is dropped
+
+
+def _take_restructuring(case: Case, r: RestructuringIn, now: datetime) -> Taken[ScheduleSummary]:
+    taken = _restructured(case, r, now)
+    after, today = taken.case, today_for(taken.case, now)
+    answer = ScheduleSummary(
+        restructuring_id=r.restructuring_id,
+        kind=r.kind,
+        duplicate=taken.duplicate,
+        outstanding=outstanding_of(after, now),
+        overdue=overdue_amount(after, today),
+        days_past_due=days_past_due(after, today),
+        stage=stage(after, today),
+        installments=installments_of(after, now),
+    )
+    if taken.duplicate:
+        return Taken(after, answer, changed=False)
+    last = after.restructurings[-1]
+    detail = f"{last.detail}; approved by {last.approved_by} ({last.approval_ref})"
+    return Taken(after, answer, changed=True, audit=("restructuring", detail))
+
+
+RESTRUCTURING: Intake[RestructuringIn, ScheduleSummary] = Intake(
+    update=contract.APPLY_RESTRUCTURING,
+    signal=contract.RESTRUCTURING_APPROVED,
+    model=RestructuringIn,
+    id_field="restructuring_id",
+    error_type="InvalidRestructuring",
+    check=_check_restructuring,
+    take=_take_restructuring,
+)
