@@ -17,7 +17,7 @@ from domain.case import Case, Components, Rejection
 from domain.enums import RestructuringKind
 from domain.ledger import CaseError, apply_payment, outstanding, payment_date, today_for
 from domain.planner import reconcile
-from domain.restructure import restructure
+from domain.restructure import already_applied, restructure
 
 # Refused signals kept on the case (the audit log keeps them all).
 MAX_REJECTIONS_KEPT = 50
@@ -76,10 +76,6 @@ class RestructuringTaken:
     duplicate: bool
 
 
-def is_restructured(case: Case, restructuring_id: str) -> bool:
-    return any(r.restructuring_id == restructuring_id for r in case.restructurings)
-
-
 def take_restructuring(
     case: Case,
     *,
@@ -96,7 +92,7 @@ def take_restructuring(
     """Apply an approved restructuring (domain/restructure.py validates it, raising
     CaseError naming the field). A restructuring id already applied is a duplicate and is
     never handed to `restructure` again."""
-    if is_restructured(case, restructuring_id):
+    if already_applied(case, restructuring_id):
         return RestructuringTaken(case, duplicate=True)
     changed = restructure(
         case,
