@@ -49,8 +49,7 @@ class Installment(BaseModel):
     interest: int
     fee: int = 0
     paid: Components = Components()
-    # Interest not owed after all: forgiven when the principal was repaid before the
-    # period began, or waived.
+    # Interest waived (only a waiver forgives; a prepayment lowers `interest` instead).
     interest_forgiven: int = 0
     fee_waived: int = 0
     # Penalty accrued since the current due date up to (not including) penalty_through;

@@ -288,7 +288,10 @@ def apply_payment(case: Case, amount: int, paid_at: datetime) -> tuple[Case, Com
             interest = _take(left - penalty, remaining_interest(inst))
             principal = _take(left - penalty - interest, remaining_principal(inst))
             share = Components(penalty=penalty, interest=interest, principal=principal)
-        elif remaining_principal(inst) > 0 or remaining_interest(inst) > 0:
+        else:
+            # Every installment not yet begun, even one with nothing left: a prepayment
+            # re-amortizes over all of them, so two prepayments on one day come to the
+            # same schedule as one of their sum.
             later.append(inst)
         left -= share.total
         allocation = allocation + share

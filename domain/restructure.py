@@ -132,8 +132,12 @@ def reinstall(case: Case, new_term_months: int | None, now: datetime) -> Case:
                 }
             )
         )
+    # Interest is charged through the end of the last begun period, and further when a
+    # plan not yet begun (an earlier re-installment) starts later still.
     begun_ends = [period_end(i) for i in case.installments if has_begun(i, today)]
-    start = max([today + timedelta(days=1), *begun_ends])
+    next_starts = [i.period_start for i in case.installments if not has_begun(i, today)]
+    charged_through = [*begun_ends, *([min(next_starts)] if next_starts else [])]
+    start = max([today + timedelta(days=1), *charged_through])
     next_seq = max(i.seq for i in case.installments) + 1
     schedule = build_schedule(
         capital,

@@ -200,3 +200,29 @@ def test_the_term_cap_is_the_policy_key_max_term_months() -> None:
     with pytest.raises(TermsError, match="max_term_months 36"):
         make_case(term=48, policy=tight)
     assert len(make_case(term=36, policy=tight).installments) == 36
+
+
+def test_a_second_reinstallment_before_the_first_plan_begins_charges_no_day_twice() -> None:
+    """Found by review: the second plan started tomorrow although the capital already
+    held interest up to the first plan's start (2024-04-15)."""
+    now = at_dpd(35)
+    once = approved(make_case(), REI, now, new_term_months=6)
+    twice = approved(once, REI, now + timedelta(days=3), rid="R-2", new_term_months=12)
+    fresh = [i for i in twice.installments if i.seq > 18]
+    assert fresh[0].period_start == date(2024, 4, 15)
+    assert payoff(twice, local(date(2024, 4, 10), 12)).total == 1_252_674
+
+
+def test_two_prepayments_on_one_day_leave_the_schedule_of_one() -> None:
+    """Found by review: a later installment left with nothing was dropped from the next
+    re-amortization, so the future cost depended on the split by a few minor units."""
+    case = make_case(principal=11, rate=418, term=8, disbursed=date(2024, 1, 31), first_due=None)
+    when = local(date(2024, 1, 31), 10)
+    at_once, _ = apply_payment(case, 8, when)
+    split, _ = apply_payment(case, 7, when)
+    split, _ = apply_payment(split, 1, when)
+    assert [(i.principal - i.paid.principal, i.interest) for i in split.installments] == [
+        (i.principal - i.paid.principal, i.interest) for i in at_once.installments
+    ]
+    later = date(2024, 1, 31) + timedelta(days=1200)
+    assert outstanding(split, later) == outstanding(at_once, later)
