@@ -565,28 +565,39 @@ async def test_list_by_stage_and_agent(cli: Cli) -> None:
     state = await cli.state(agent_loan["loan_id"], until=lambda s: s["assigned_agent"] is not None)
     assert state["stage"] == "AGENT" and state["assigned_agent"] == agent
 
-    async def listed(*filters: str) -> list[dict[str, Any]]:
-        code, out, err = await cli("list", *filters, "--json", "--limit", "1000")
-        assert code == 0, err
-        rows: list[dict[str, Any]] = json.loads(out)
-        return rows
+    async def listed(*filters: str, until: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+        """The rows of `list --json` once `until` holds (visibility is eventually
+        consistent: each query is polled for its own answer), or the last ones."""
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            code, out, err = await cli("list", *filters, "--json", "--limit", "1000")
+            assert code == 0, err
+            rows: list[dict[str, Any]] = json.loads(out)
+            if until(rows) or asyncio.get_running_loop().time() > deadline:
+                return rows
+            await asyncio.sleep(0.3)
 
-    deadline = asyncio.get_running_loop().time() + 60
-    while True:  # visibility is eventually consistent
-        rows = await listed("--stage", "AGENT", "--agent", agent)
-        if [r["loan_id"] for r in rows] == [
-            agent_loan["loan_id"]
-        ] or asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.3)
-    assert [r["loan_id"] for r in rows] == [agent_loan["loan_id"]], rows
+    def ids(rows: list[dict[str, Any]]) -> list[str]:
+        return [r["loan_id"] for r in rows]
+
+    rows = await listed(
+        "--stage", "AGENT", "--agent", agent, until=lambda r: ids(r) == [agent_loan["loan_id"]]
+    )
+    assert ids(rows) == [agent_loan["loan_id"]], rows
     assert rows[0]["days_past_due"] in (40, 41)  # 41 if Shanghai midnight passed meanwhile
     assert rows[0]["agent"] == agent and rows[0]["stage"] == "AGENT"
-    early = await listed("--stage", "EARLY", "--min-dpd", "8")
-    assert early_loan["loan_id"] in {r["loan_id"] for r in early}
+    early = await listed(
+        "--stage", "EARLY", "--min-dpd", "8", until=lambda r: early_loan["loan_id"] in ids(r)
+    )
+    assert early_loan["loan_id"] in ids(early)
     assert all(r["days_past_due"] >= 8 for r in early)
 
-    code, out, _ = await cli("list", "--stage", "AGENT", "--agent", agent)
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:  # the table: polled for its own answer too
+        code, out, _ = await cli("list", "--stage", "AGENT", "--agent", agent)
+        if agent_loan["loan_id"] in out or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.3)
     assert code == 0 and agent_loan["loan_id"] in out and "AGENT" in out and "DPD" in out
 
 
