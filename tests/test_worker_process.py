@@ -18,6 +18,7 @@ from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from client.search_attributes import ensure_search_attributes
 from models import repo, search
 from models.db import make_engine, session_scope, upgrade_schema
 from models.tables import BorrowerCreate
@@ -104,11 +105,18 @@ def _stop(proc: subprocess.Popen[str]) -> str:
 
 
 async def test_worker_starts_where_the_attributes_exist_but_cannot_be_listed(
-    ts_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
+    task_queue: str, tmp_path: Path
 ) -> None:
     # Defect 9: the time-skipping server cannot list search attributes and answers
-    # "already exists" to adding one; the session fixture registered them already. The
-    # worker used to take that answer as a refusal and exit 2.
+    # "already exists" to adding one. With them registered, the worker used to take that
+    # answer as a refusal and exit 2. A server of its own: a worker process stopped
+    # mid-case must not hold up the time skipping of the session's server.
+    ts_env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=_binary("temporal-test-server"), data_converter=pydantic_data_converter
+    )
+    assert sorted(await ensure_search_attributes(ts_env.client, ts_env.client.namespace)) == sorted(
+        key.name for key in search.ALL_KEYS
+    )
     address = ts_env.client.service_client.config.target_host
     url = f"sqlite:///{tmp_path / 'w.db'}"
     proc = spawn({"TEMPORAL_ADDRESS": address, "TEMPORAL_TASK_QUEUE": task_queue, "DATABASE_URL": url})
@@ -131,6 +139,7 @@ async def test_worker_starts_where_the_attributes_exist_but_cannot_be_listed(
     finally:
         await terminate_started()
         out = _stop(proc)
+        await ts_env.shutdown()
     assert proc.returncode == 0, out
     assert "worker stopped" in out
 
