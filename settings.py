@@ -11,9 +11,9 @@ from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
-from models.contract import DEFAULT_TASK_QUEUE, WORKFLOW_TYPE, workflow_id
+from models.contract import DEFAULT_TASK_QUEUE
 
-__all__ = ["WORKFLOW_TYPE", "Settings", "connect", "get_settings", "settled", "workflow_id"]
+__all__ = ["Settings", "TemporalUnreachable", "connect", "get_settings", "settled"]
 
 
 class Settings(BaseSettings):

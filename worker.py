@@ -20,25 +20,18 @@ from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
-from temporalio.api.enums.v1 import IndexedValueType
-from temporalio.api.operatorservice.v1 import AddSearchAttributesRequest, ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
 from activities import collection_activities
+from client.search_attributes import SearchAttributesMissing, ensure_search_attributes
 from domain.policy import POLICY_DIR, load_policy
-from models import search
 from models.db import make_engine, upgrade_schema
 from settings import Settings, connect, get_settings, settled
 from workflows.loan_collection import LoanCollection
 
 log = logging.getLogger("worker")
-
-
-class SearchAttributesMissing(RuntimeError):
-    pass
 
 
 class LoanLogFormatter(logging.Formatter):
@@ -61,37 +54,6 @@ def configure_logging(level: str) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(LoanLogFormatter("%(asctime)s %(levelname)s %(name)s loan=%(loan_id)s %(message)s"))
     logging.basicConfig(level=level, handlers=[handler], force=True)
-
-
-async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
-    """Register every search attribute of DESIGN.md that the namespace lacks; returns
-    the names added. Raises SearchAttributesMissing with a clear message if it cannot."""
-    wanted = {key.name: IndexedValueType.ValueType(key.indexed_value_type.value) for key in search.ALL_KEYS}
-    try:
-        listed = await client.operator_service.list_search_attributes(
-            ListSearchAttributesRequest(namespace=namespace)
-        )
-        registered = set(listed.custom_attributes)
-    except RPCError as exc:
-        if exc.status is not RPCStatusCode.UNIMPLEMENTED:
-            raise SearchAttributesMissing(
-                f"cannot list search attributes of namespace {namespace!r}: {exc.message}"
-            ) from exc
-        registered = set()  # the time-skipping test server cannot list; adding is enough
-    missing = {name: kind for name, kind in wanted.items() if name not in registered}
-    if not missing:
-        return []
-    try:
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
-        )
-    except RPCError as exc:
-        raise SearchAttributesMissing(
-            f"namespace {namespace!r} lacks search attributes {sorted(missing)} and they cannot "
-            f"be registered here ({exc.message}); register them with `temporal operator "
-            "search-attribute create` (or in Temporal Cloud) and start the worker again"
-        ) from exc
-    return sorted(missing)
 
 
 def preload_policies() -> None:

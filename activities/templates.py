@@ -2,8 +2,8 @@
 
 `render(template, language, params, loan_id)` returns the text for one contact. The
 text never contains the borrower's name or contact details: only the loan reference,
-amounts, dates and days past due. Amounts are formatted from minor units:
-zh-CN "¥1,100.16", en "CNY 1,100.16".
+amounts, dates and days past due. Amounts are formatted from minor units by
+`domain.money.format_amount` in the message's language: zh-CN "¥1,100.16", en "CNY 1,100.16".
 """
 
 from __future__ import annotations
@@ -12,29 +12,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 
+from domain.money import format_amount
 from models.wire import ContactParams
 
 DEFAULT_LANGUAGE = "zh-CN"
 LANGUAGES = ("zh-CN", "en")
 
-# ISO 4217 minor-unit exponents that differ from 2 (the default).
-_EXPONENT = {
-    "JPY": 0,
-    "KRW": 0,
-    "VND": 0,
-    "CLP": 0,
-    "ISK": 0,
-    "UGX": 0,
-    "XAF": 0,
-    "XOF": 0,
-    "BHD": 3,
-    "JOD": 3,
-    "KWD": 3,
-    "OMR": 3,
-    "TND": 3,
-}
 _MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-_ZH_SYMBOL = {"CNY": "¥", "RMB": "¥", "HKD": "HK$", "USD": "US$", "EUR": "€", "JPY": "JP¥"}
 
 
 class TemplateError(ValueError):
@@ -51,18 +35,6 @@ def normalize_language(language: str | None) -> str:
     if lang.lower().startswith("en"):
         return "en"
     return DEFAULT_LANGUAGE
-
-
-def format_money(amount: int, currency: str, language: str = DEFAULT_LANGUAGE) -> str:
-    """Minor units -> display string. 110016 CNY: zh-CN '¥1,100.16', en 'CNY 1,100.16'."""
-    code = (currency or "CNY").upper()
-    exp = _EXPONENT.get(code, 2)
-    sign = "-" if amount < 0 else ""
-    major, minor = divmod(abs(int(amount)), 10**exp)
-    number = f"{major:,}" + (f".{minor:0{exp}d}" if exp else "")
-    if normalize_language(language) == "zh-CN" and code in _ZH_SYMBOL:
-        return f"{sign}{_ZH_SYMBOL[code]}{number}"
-    return f"{sign}{code} {number}"
 
 
 def format_date(d: date | None, language: str = DEFAULT_LANGUAGE) -> str:
@@ -181,7 +153,7 @@ def render(template: str, language: str | None, params: ContactParams, loan_id: 
     seq = params.installment_seq
     ctx = _Ctx(
         loan=loan_id,
-        amount=format_money(params.amount, params.currency, lang),
+        amount=format_amount(params.amount, params.currency, language=lang),
         due=format_date(params.due_date, lang),
         dpd=params.days_past_due,
         seq_zh=f"第{seq}期" if seq is not None else "本期",

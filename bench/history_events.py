@@ -24,11 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
+from client.search_attributes import ensure_search_attributes
 from models.db import make_engine, upgrade_schema
 from models.wire import LoanStart, PaymentIn
 from tests.conftest import running_worker
 from tests.test_workflow_ladder import events_once_asleep
-from worker import ensure_search_attributes, preload_policies
+from worker import preload_policies
 from workflows.loan_collection import LoanCollection
 
 TZ = ZoneInfo("Asia/Shanghai")

@@ -25,6 +25,7 @@ from zoneinfo import ZoneInfo
 
 from domain.calendar import add_months
 from domain.enums import CollectionStage, Product, RepaymentMethod
+from domain.money import format_amount
 from models.wire import LoanStart
 
 PEOPLE_FILE = Path(__file__).with_name("people.json")
@@ -183,9 +184,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.summary:
         for loan in book.loans:
             s = loan.start
+            principal = format_amount(s.principal, s.currency)
             print(
                 f"{s.loan_id}  {loan.expected_stage.value:<11}  dpd {loan.days_past_due:>3}  "
-                f"{loan.intent.value:<6}  {s.product.value:<11}  {s.principal / 100:>12,.2f}  "
+                f"{loan.intent.value:<6}  {s.product.value:<11}  {principal:>12}  "
                 f"disbursed {s.disbursed_on}  first due {s.first_due_date}"
             )
         return 0

@@ -66,12 +66,24 @@ def parse_amount(text: str, currency: str = "CNY", field: str = "amount") -> int
     return int(scaled)
 
 
-def format_amount(minor: int, currency: str = "CNY", symbol: bool = False) -> str:
-    """123456 -> '1,234.56' (or '¥1,234.56' with symbol=True)."""
+def format_amount(
+    minor: int, currency: str = "CNY", symbol: bool = False, *, language: str | None = None
+) -> str:
+    """The one money formatter: minor units -> text, exactly (no floats).
+
+    123456 CNY -> '1,234.56'; symbol=True -> '¥1,234.56' (the ISO code where the
+    currency has no symbol: 'KRW 1,234,567'). With a message `language`: zh-CN
+    '¥1,234.56', en (and any other) 'CNY 1,234.56'."""
     exponent = CURRENCY_EXPONENT[check_currency(currency)]
     sign = "-" if minor < 0 else ""
     units, cents = divmod(abs(minor), 10**exponent)
     body = f"{units:,}" + (f".{cents:0{exponent}d}" if exponent else "")
+    if language is not None:
+        # zh-CN leads with the local symbol (HK$ / US$ / JP¥ where a bare $ or ¥ would be
+        # ambiguous next to 人民币); every other language with the ISO code.
+        local = {"CNY": "¥", "HKD": "HK$", "USD": "US$", "EUR": "€", "JPY": "JP¥"}
+        prefix = local.get(currency) if language == "zh-CN" else None
+        return f"{sign}{prefix}{body}" if prefix else f"{sign}{currency} {body}"
     prefix = CURRENCY_SYMBOL.get(currency, "") if symbol else ""
     if symbol and not prefix:
         return f"{sign}{currency} {body}"

@@ -32,22 +32,22 @@ if str(ROOT) not in sys.path:  # run as `python scripts/stack.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
 from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType  # noqa: E402
-from temporalio.api.operatorservice.v1 import (  # noqa: E402
-    AddSearchAttributesRequest,
-    ListSearchAttributesRequest,
-)
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest  # noqa: E402
 from temporalio.api.taskqueue.v1 import TaskQueue  # noqa: E402
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest  # noqa: E402
-from temporalio.client import Client, WorkflowExecutionStatus  # noqa: E402
+from temporalio.client import WorkflowExecutionStatus  # noqa: E402
 from temporalio.common import SearchAttributeKey  # noqa: E402
 from temporalio.service import RPCError  # noqa: E402
 
-import starter  # noqa: E402
+from client import ClientError, CollectionsClient, build_list_query, connect  # noqa: E402
+from client.search_attributes import ensure_search_attributes  # noqa: E402
 from demo.book import DemoBook, DemoLoan, Intent, build_book  # noqa: E402
 from domain.enums import CollectionStage  # noqa: E402
+from domain.money import format_amount  # noqa: E402
 from models import search  # noqa: E402
-from models.wire import PaymentIn, PaymentResult  # noqa: E402
-from settings import Settings, get_settings, settled, workflow_id  # noqa: E402
+from models.contract import workflow_id  # noqa: E402
+from models.wire import PaymentIn  # noqa: E402
+from settings import Settings, get_settings, settled  # noqa: E402
 
 STAGES = [s.value for s in CollectionStage]
 
@@ -167,45 +167,27 @@ def stale_pid_hint(state: Path) -> str:
 # --- Temporal ---------------------------------------------------------------------------
 
 
-async def wait_for_server(address: str, namespace: str, server: Child, timeout: float) -> Client:
-    settings = Settings(temporal_address=address, temporal_namespace=namespace)
+async def wait_for_server(settings: Settings, server: Child, timeout: float) -> CollectionsClient:
     deadline = time.monotonic() + timeout
     while True:
         if not server.alive():
             raise RuntimeError(f"the Temporal server exited ({server.proc.returncode}):\n{server.tail()}")
         try:
-            client = await starter.connect(settings)
-            await client.operator_service.list_search_attributes(
-                ListSearchAttributesRequest(namespace=namespace)
+            client = await connect(settings)
+            await client.temporal.operator_service.list_search_attributes(
+                ListSearchAttributesRequest(namespace=settings.temporal_namespace)
             )
             return client
-        except (starter.CLIError, RPCError):
+        except (ClientError, RPCError):
             if time.monotonic() > deadline:
                 raise RuntimeError(
-                    f"the Temporal server at {address} did not come up in {timeout:g}s"
+                    f"the Temporal server at {settings.temporal_address} did not come up in {timeout:g}s"
                 ) from None
             await asyncio.sleep(0.3)
 
 
-async def ensure_search_attributes(client: Client, namespace: str) -> list[str]:
-    """`--search-attribute` only registers on a new database file: add what a stored
-    namespace lacks (e.g. an attribute added to models/search.py since)."""
-    listed = await client.operator_service.list_search_attributes(
-        ListSearchAttributesRequest(namespace=namespace)
-    )
-    missing = {
-        k.name: IndexedValueType.ValueType(k.indexed_value_type)
-        for k in search.ALL_KEYS
-        if k.name not in listed.custom_attributes
-    }
-    if missing:
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=namespace, search_attributes=missing)
-        )
-    return sorted(missing)
-
-
-async def wait_for_worker(client: Client, settings: Settings, worker: Child, timeout: float) -> None:
+async def wait_for_worker(client: CollectionsClient, worker: Child, timeout: float) -> None:
+    settings = client.settings
     deadline = time.monotonic() + timeout
     request = DescribeTaskQueueRequest(
         namespace=settings.temporal_namespace,
@@ -215,7 +197,7 @@ async def wait_for_worker(client: Client, settings: Settings, worker: Child, tim
     while True:
         if not worker.alive():
             raise RuntimeError(f"the worker exited ({worker.proc.returncode}):\n{worker.tail()}")
-        resp = await client.workflow_service.describe_task_queue(request)
+        resp = await client.temporal.workflow_service.describe_task_queue(request)
         if resp.pollers:
             return
         if time.monotonic() > deadline:
@@ -249,88 +231,89 @@ def seed_database(settings: Settings, book: DemoBook) -> tuple[int, int]:
     return added, len(book.borrowers)
 
 
-async def _state(client: Client, loan_id: str, settings: Settings, timeout: float = 30.0) -> dict[str, Any]:
+async def _state(client: CollectionsClient, loan_id: str, timeout: float = 30.0) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            state: dict[str, Any] = await starter.query_state(client, loan_id, settings, wait=10)
-            return state
-        except starter.CLIError:
+            return await client.state(loan_id, wait=10)
+        except ClientError:
             if time.monotonic() > deadline:
                 raise
             await asyncio.sleep(0.5)
 
 
-async def settle_payment(client: Client, settings: Settings, loan: DemoLoan) -> str:
+async def settle_payment(client: CollectionsClient, loan: DemoLoan) -> str:
     """Pay a demo loan off (PAYOFF) or pay what is overdue (CURE); once only."""
     loan_id = loan.start.loan_id
-    handle = client.get_workflow_handle(workflow_id(loan_id))
-    desc = await handle.describe()
+    desc = await client.handle(loan_id).describe()
     if desc.status != WorkflowExecutionStatus.RUNNING:
         return "closed already"
-    state = await _state(client, loan_id, settings)
+    state = await _state(client, loan_id)
     if loan.intent is Intent.PAYOFF:
         amount, payment_id = state["outstanding"]["total"], f"DEMO-PAYOFF-{loan_id}"
     else:
         amount, payment_id = state["overdue"], f"DEMO-CURE-{loan_id}"
     if amount <= 0:
         return "nothing to pay"
-    result: PaymentResult = await handle.execute_update(
-        "record_payment",
-        PaymentIn(payment_id=payment_id, amount=amount, channel="bank_transfer"),
-        result_type=PaymentResult,
+    result = await client.record_payment(
+        loan_id, PaymentIn(payment_id=payment_id, amount=amount, channel="bank_transfer")
     )
-    return "already paid" if result.duplicate else f"paid {amount / 100:,.2f} -> {result.stage.value}"
+    assert result is not None  # an update always answers
+    paid = format_amount(amount, loan.start.currency)
+    return "already paid" if result.duplicate else f"paid {paid} -> {result.stage.value}"
 
 
-async def seed_book(client: Client, settings: Settings, book: DemoBook) -> None:
-    agents_added, borrowers = seed_database(settings, book)
+async def seed_book(client: CollectionsClient, book: DemoBook) -> dict[str, int]:
+    """Agents, borrowers, the demo loans and their payments. Returns how many loans
+    visibility must show in each stage before the counts are reported: the expected
+    stage of every loan started now (a resumed book has moved on since: then only
+    every stage present)."""
+    agents_added, borrowers = seed_database(client.settings, book)
     say(f"  agents: {agents_added} added ({len(book.agents)} in the demo); borrowers: {borrowers} upserted")
-    records = [starter.StartRecord(i, None, loan.start) for i, loan in enumerate(book.loans, start=1)]
-    with open(os.devnull, "w") as quiet:
-        report = await starter.disburse(
-            client, settings, records, skip_existing=True, out=quiet, progress=False
-        )
+    report = await client.disburse(book.starts(), skip_existing=True)
     say(f"  demo book: {len(report.started)} loans started, {len(report.skipped)} already there")
     for loan_id, reason in report.refused:
         say(f"  ! {loan_id}: {reason}")
     payers = [loan for loan in book.loans if loan.intent is not Intent.HOLD]
-    outcomes = await asyncio.gather(*(settle_payment(client, settings, loan) for loan in payers))
+    outcomes = await asyncio.gather(*(settle_payment(client, loan) for loan in payers))
     for loan, outcome in zip(payers, outcomes, strict=True):
         if outcome.startswith("paid"):
             say(f"  {loan.start.loan_id}: {loan.intent.value} {outcome}")
-
-
-async def stage_counts(client: Client) -> dict[str, int]:
-    counts: dict[str, int] = {}
+    started = set(report.started)
+    expected = dict.fromkeys(STAGES, 1)
+    fresh = [loan.expected_stage.value for loan in book.loans if loan.start.loan_id in started]
     for stage in STAGES:
-        query = starter.build_list_query(stage=stage)
-        counts[stage] = (await client.count_workflows(query)).count
-    return counts
+        expected[stage] = max(1, fresh.count(stage))
+    return expected
 
 
-async def wait_for_stages(client: Client, timeout: float) -> dict[str, int]:
-    """Stage counts once visibility has settled: every stage present and the counts
-    unchanged over a few polls (loans move from their start attributes to their stage
-    as the worker gets to them), or whatever they are at the timeout."""
+async def stage_counts(client: CollectionsClient) -> dict[str, int]:
+    return {stage: await client.count(build_list_query(stage=stage)) for stage in STAGES}
+
+
+async def wait_for_stages(
+    client: CollectionsClient, expected: dict[str, int], timeout: float
+) -> dict[str, int]:
+    """Stage counts once visibility shows what the stack knows: at least `expected[s]`
+    loans in every stage s, in one round of counts that is the same as the round before
+    (visibility is eventually consistent, and loans move from their start attributes to
+    their stage as the worker gets to them). Whatever they are at the timeout."""
     deadline = time.monotonic() + timeout
     previous: dict[str, int] = {}
-    same = 0
     while True:
         counts = await stage_counts(client)
-        same = same + 1 if counts == previous else 0
-        previous = counts
-        if (all(counts.values()) and same >= 2) or time.monotonic() > deadline:
+        enough = all(counts[s] >= n for s, n in expected.items())
+        if (enough and counts == previous) or time.monotonic() > deadline:
             return counts
+        previous = counts
         await asyncio.sleep(1.0)
 
 
-async def busiest_agent(client: Client) -> str | None:
+async def busiest_agent(client: CollectionsClient) -> str | None:
     seen: dict[str, int] = {}
-    async for wf in client.list_workflows(starter.build_list_query(stage="AGENT"), limit=200):
-        agent = wf.typed_search_attributes.get(search.ASSIGNED_AGENT)
-        if agent:
-            seen[agent] = seen.get(agent, 0) + 1
+    for row in await client.list_cases(build_list_query(stage="AGENT"), limit=200):
+        if row["agent"]:
+            seen[row["agent"]] = seen.get(row["agent"], 0) + 1
     return max(sorted(seen), key=lambda a: seen[a]) if seen else None
 
 
@@ -451,8 +434,10 @@ async def run(args: argparse.Namespace) -> int:
             state,
         )  # fmt: skip
         stack.children.append(server)
-        client = await wait_for_server(settings.temporal_address, settings.temporal_namespace, server, 60)
-        added = await ensure_search_attributes(client, settings.temporal_namespace)
+        client = await wait_for_server(settings, server, 60)
+        # `--search-attribute` registers only on a new database file: add what a stored
+        # namespace lacks (e.g. an attribute added to models/search.py since).
+        added = await ensure_search_attributes(client.temporal, settings.temporal_namespace)
         if added:
             say(f"  registered search attributes {', '.join(added)}")
 
@@ -471,12 +456,12 @@ async def run(args: argparse.Namespace) -> int:
         say("starting the worker ...")
         worker = spawn("worker", [sys.executable, str(ROOT / "worker.py")], state, env)
         stack.children.append(worker)
-        await wait_for_worker(client, settings, worker, 60)
+        await wait_for_worker(client, worker, 60)
 
         counts: dict[str, int] = {}
         if not args.no_seed:
             say("seeding agents, borrowers and the demo book ...")
-            seeding = asyncio.create_task(seed_book(client, settings, build_book()))
+            seeding = asyncio.create_task(seed_book(client, build_book()))
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait({seeding, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if not seeding.done():
@@ -485,8 +470,7 @@ async def run(args: argparse.Namespace) -> int:
                     await seeding
                 return 130
             stopping.cancel()
-            seeding.result()
-            counts = await wait_for_stages(client, args.stage_timeout)
+            counts = await wait_for_stages(client, seeding.result(), args.stage_timeout)
         else:
             counts = await stage_counts(client)
         say(banner(args, settings, counts, await busiest_agent(client)))
@@ -509,7 +493,7 @@ async def run(args: argparse.Namespace) -> int:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=1.0)
         return 0
-    except RuntimeError as exc:
+    except (RuntimeError, ClientError) as exc:  # SearchAttributesMissing is a RuntimeError
         say(f"error: {exc}")
         return 1
     finally:

@@ -23,11 +23,12 @@ from temporalio.worker import Worker
 
 from activities import collection_activities
 from activities.delivery import Deliverer
+from client.search_attributes import ensure_search_attributes
 from models import search
 from models.db import make_engine, upgrade_schema
 from tests.db_fixtures import db_url, engine, session  # noqa: F401  (fixtures)
 from tests.loans import terminate_started
-from worker import ensure_search_attributes, preload_policies
+from worker import preload_policies
 from workflows.loan_collection import LoanCollection
 
 # Property tests explore new examples on every local run; CI replays a fixed sequence so

@@ -180,7 +180,10 @@ async def test_agent_cases_in_the_web_ui(ui_stack: UIStack) -> None:
     loans.write_text("".join(json.dumps(_loan(i, d)) + "\n" for i, d in ((agent_id, 40), (early_id, 8))))
     await _cli(ui_stack, "disburse", str(loans))
     stage_query = 'CollectionStage="AGENT"'
+    # Visibility is eventually consistent: wait for each query the test relies on, the
+    # list page's own query included (one query's answer says nothing of another's).
     await _wait_listed(ui_stack, f'{stage_query} AND AssignedAgent="agent-ui"', agent_wid)
+    await _wait_listed(ui_stack, stage_query, agent_wid)
 
     ARTIFACTS.mkdir(exist_ok=True)
     async with async_playwright() as pw:

@@ -162,6 +162,25 @@ def test_format_amount(minor: int, currency: str, symbol: bool, expected: str) -
     assert format_amount(minor, currency, symbol=symbol) == expected
 
 
+@pytest.mark.parametrize(
+    ("minor", "currency", "language", "expected"),
+    [
+        (110_016, "CNY", "zh-CN", "¥1,100.16"),
+        (110_016, "CNY", "en", "CNY 1,100.16"),
+        (5, "CNY", "en", "CNY 0.05"),
+        (123_456_789, "USD", "en", "USD 1,234,567.89"),
+        (123_456_789, "USD", "zh-CN", "US$1,234,567.89"),
+        (1000, "JPY", "en", "JPY 1,000"),
+        (1000, "JPY", "zh-CN", "JP¥1,000"),
+        (-250, "CNY", "zh-CN", "-¥2.50"),
+        (1000, "KRW", "zh-CN", "KRW 1,000"),
+    ],
+)
+def test_format_amount_in_a_message_language(minor: int, currency: str, language: str, expected: str) -> None:
+    """Contact texts (activities/templates.py) write amounts the way the language does."""
+    assert format_amount(minor, currency, language=language) == expected
+
+
 @pytest.mark.parametrize("minor", [0, 1, 99, 100, 123456, 10**12 + 7], ids=str)
 def test_format_then_parse_round_trips(minor: int) -> None:
     assert parse_amount(format_amount(minor)) == minor

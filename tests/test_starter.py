@@ -1,5 +1,6 @@
-"""The operator CLI (starter.py): input validation without a server, then every command
-against a real dev server with an in-process worker."""
+"""The operator CLI (starter.py) and the client library it stands on (client/): input
+validation without a server, then every command against a real dev server with an
+in-process worker."""
 
 from __future__ import annotations
 
@@ -21,6 +22,9 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 import starter
+from client.errors import EXIT_BAD_INPUT, ClientError
+from client.queries import build_list_query
+from client.starts import parse_start_records, static_details, static_summary, validate_start
 from models.wire import CaseView
 from settings import Settings
 from tests.conftest import running_worker
@@ -77,11 +81,11 @@ def unreachable(monkeypatch: pytest.MonkeyPatch) -> str:
 
 def test_one_object_array_and_json_lines_are_read() -> None:
     a, b = record(), record()
-    assert [r.start.loan_id for r in starter.parse_start_records(json.dumps(a))] == [a["loan_id"]]
-    array = starter.parse_start_records(json.dumps([a, b]))
+    assert [r.start.loan_id for r in parse_start_records(json.dumps(a))] == [a["loan_id"]]
+    array = parse_start_records(json.dumps([a, b]))
     assert [(r.number, r.start.loan_id) for r in array] == [(1, a["loan_id"]), (2, b["loan_id"])]
     lines = json.dumps(a) + "\n\n" + json.dumps(b) + "\n"
-    jl = starter.parse_start_records(lines)
+    jl = parse_start_records(lines)
     assert [(r.number, r.line) for r in jl] == [(1, 1), (2, 3)]
     assert jl[0].start.first_due_date is None  # defaults are the workflow's business
 
@@ -106,9 +110,9 @@ def test_one_object_array_and_json_lines_are_read() -> None:
 )
 def test_a_bad_record_names_the_record_and_the_field(bad: dict[str, Any], field: str) -> None:
     text = json.dumps([record(), record(**bad)])
-    with pytest.raises(starter.CLIError) as err:
-        starter.parse_start_records(text, "loans.json")
-    assert err.value.code == starter.EXIT_BAD_INPUT
+    with pytest.raises(ClientError) as err:
+        parse_start_records(text, "loans.json")
+    assert err.value.exit_code == EXIT_BAD_INPUT
     assert err.value.message.startswith(f"loans.json: record 2: {field}:"), err.value.message
 
 
@@ -116,20 +120,20 @@ def test_a_missing_field_and_json_lines_errors_name_the_line() -> None:
     missing = record()
     del missing["borrower_id"]
     text = json.dumps(record()) + "\n" + json.dumps(missing) + "\n"
-    with pytest.raises(starter.CLIError, match=r"record 2 \(line 2\): borrower_id: Field required"):
-        starter.parse_start_records(text, "f")
-    with pytest.raises(starter.CLIError, match=r"record 2 \(line 3\): not valid JSON"):
-        starter.parse_start_records(json.dumps(record()) + "\n\n{oops\n", "f")
-    with pytest.raises(starter.CLIError, match=r"record 1: \(record\): expected a JSON object"):
-        starter.parse_start_records("[1]", "f")
-    with pytest.raises(starter.CLIError, match="empty"):
-        starter.parse_start_records("  \n", "f")
+    with pytest.raises(ClientError, match=r"record 2 \(line 2\): borrower_id: Field required"):
+        parse_start_records(text, "f")
+    with pytest.raises(ClientError, match=r"record 2 \(line 3\): not valid JSON"):
+        parse_start_records(json.dumps(record()) + "\n\n{oops\n", "f")
+    with pytest.raises(ClientError, match=r"record 1: \(record\): expected a JSON object"):
+        parse_start_records("[1]", "f")
+    with pytest.raises(ClientError, match="empty"):
+        parse_start_records("  \n", "f")
 
 
 def test_the_same_loan_twice_in_one_file_is_refused() -> None:
     a = record()
-    with pytest.raises(starter.CLIError, match=r"record 2: loan_id: .* already appears in record 1"):
-        starter.parse_start_records(json.dumps([a, dict(a)]), "f")
+    with pytest.raises(ClientError, match=r"record 2: loan_id: .* already appears in record 1"):
+        parse_start_records(json.dumps([a, dict(a)]), "f")
 
 
 def test_disburse_with_a_bad_record_exits_2_before_connecting(
@@ -257,7 +261,8 @@ COMMANDS = [
 def test_every_command_has_help(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert starter.main([*command, "--help"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("usage: starter.py" + "".join(f" {c}" for c in command))
+    # typer's help (rich) starts with a blank line and "Usage:".
+    assert out.lstrip().startswith("Usage: starter.py" + "".join(f" {c}" for c in command))
 
 
 def test_unknown_stage_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
@@ -266,11 +271,8 @@ def test_unknown_stage_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> N
 
 
 def test_list_query_is_built_from_the_filters() -> None:
-    assert (
-        starter.build_list_query()
-        == 'WorkflowType = "LoanCollection" AND ExecutionStatus != "ContinuedAsNew"'
-    )
-    q = starter.build_list_query(stage="AGENT", min_dpd=45, agent='a"b', open_only=True)
+    assert build_list_query() == 'WorkflowType = "LoanCollection" AND ExecutionStatus != "ContinuedAsNew"'
+    q = build_list_query(stage="AGENT", min_dpd=45, agent='a"b', open_only=True)
     assert q == (
         'WorkflowType = "LoanCollection" AND CollectionStage = "AGENT" AND DaysPastDue >= 45 '
         'AND AssignedAgent = "a\\"b" AND ExecutionStatus = "Running"'
@@ -278,11 +280,11 @@ def test_list_query_is_built_from_the_filters() -> None:
 
 
 def test_ui_texts_carry_terms_and_no_personal_data() -> None:
-    start = starter.validate_start(record(loan_id="L-42", borrower_id="B-7", principal=1_234_567))
-    summary = starter.static_summary(start)
+    start = validate_start(record(loan_id="L-42", borrower_id="B-7", principal=1_234_567))
+    summary = static_summary(start)
     assert "L-42" in summary and "¥12,345.67" in summary and "12 mo" in summary and "standard" in summary
     assert len(summary.encode()) <= 400
-    details = starter.static_details(start)
+    details = static_details(start)
     assert "`L-42`" in details and "installment" in details and "18.00%" in details
     assert len(details.encode()) <= 20_000
 
@@ -563,28 +565,39 @@ async def test_list_by_stage_and_agent(cli: Cli) -> None:
     state = await cli.state(agent_loan["loan_id"], until=lambda s: s["assigned_agent"] is not None)
     assert state["stage"] == "AGENT" and state["assigned_agent"] == agent
 
-    async def listed(*filters: str) -> list[dict[str, Any]]:
-        code, out, err = await cli("list", *filters, "--json", "--limit", "1000")
-        assert code == 0, err
-        rows: list[dict[str, Any]] = json.loads(out)
-        return rows
+    async def listed(*filters: str, until: Callable[[list[dict[str, Any]]], bool]) -> list[dict[str, Any]]:
+        """The rows of `list --json` once `until` holds (visibility is eventually
+        consistent: each query is polled for its own answer), or the last ones."""
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            code, out, err = await cli("list", *filters, "--json", "--limit", "1000")
+            assert code == 0, err
+            rows: list[dict[str, Any]] = json.loads(out)
+            if until(rows) or asyncio.get_running_loop().time() > deadline:
+                return rows
+            await asyncio.sleep(0.3)
 
-    deadline = asyncio.get_running_loop().time() + 60
-    while True:  # visibility is eventually consistent
-        rows = await listed("--stage", "AGENT", "--agent", agent)
-        if [r["loan_id"] for r in rows] == [
-            agent_loan["loan_id"]
-        ] or asyncio.get_running_loop().time() > deadline:
-            break
-        await asyncio.sleep(0.3)
-    assert [r["loan_id"] for r in rows] == [agent_loan["loan_id"]], rows
+    def ids(rows: list[dict[str, Any]]) -> list[str]:
+        return [r["loan_id"] for r in rows]
+
+    rows = await listed(
+        "--stage", "AGENT", "--agent", agent, until=lambda r: ids(r) == [agent_loan["loan_id"]]
+    )
+    assert ids(rows) == [agent_loan["loan_id"]], rows
     assert rows[0]["days_past_due"] in (40, 41)  # 41 if Shanghai midnight passed meanwhile
     assert rows[0]["agent"] == agent and rows[0]["stage"] == "AGENT"
-    early = await listed("--stage", "EARLY", "--min-dpd", "8")
-    assert early_loan["loan_id"] in {r["loan_id"] for r in early}
+    early = await listed(
+        "--stage", "EARLY", "--min-dpd", "8", until=lambda r: early_loan["loan_id"] in ids(r)
+    )
+    assert early_loan["loan_id"] in ids(early)
     assert all(r["days_past_due"] >= 8 for r in early)
 
-    code, out, _ = await cli("list", "--stage", "AGENT", "--agent", agent)
+    deadline = asyncio.get_running_loop().time() + 60
+    while True:  # the table: polled for its own answer too
+        code, out, _ = await cli("list", "--stage", "AGENT", "--agent", agent)
+        if agent_loan["loan_id"] in out or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.3)
     assert code == 0 and agent_loan["loan_id"] in out and "AGENT" in out and "DPD" in out
 
 

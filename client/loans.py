@@ -1,0 +1,221 @@
+"""The loans on Temporal as the doors (CLI, local stack, demo, HTTP API) see them:
+connect, start, send a message (an update, or its signal twin), ask for the state,
+list and count. Every Temporal error comes out as a ClientError."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, TypeVar
+
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError
+
+from client.errors import ClientError, Problem, answer, namespace_problem
+from client.queries import case_row
+from client.starts import start_search_attributes, static_details, static_summary
+from models.contract import (
+    APPLY_RESTRUCTURING,
+    PAYMENT_RECEIVED,
+    RECORD_PAYMENT,
+    RESTRUCTURING_APPROVED,
+    STATE,
+    WORKFLOW_TYPE,
+    workflow_id,
+)
+from models.wire import LoanStart, PaymentIn, PaymentResult, RestructuringIn, ScheduleSummary
+from settings import Settings, TemporalUnreachable, get_settings
+from settings import connect as connect_temporal
+
+__all__ = ["CollectionsClient", "DisburseReport", "StartOutcome", "connect"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class StartOutcome:
+    """What became of one loan of a disbursal."""
+
+    loan_id: str
+    result: Literal["started", "skipped", "refused", "failed"]
+    reason: str = ""
+
+
+@dataclass
+class DisburseReport:
+    started: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # already started, skip_existing
+    refused: list[tuple[str, str]] = field(default_factory=list)  # (loan_id, reason)
+
+
+async def connect(settings: Settings | None = None) -> CollectionsClient:
+    """A client for the configured namespace (`settings.connect`: a temporal.toml profile
+    for TLS / API keys / Temporal Cloud, then TEMPORAL_ADDRESS and TEMPORAL_NAMESPACE).
+    An unreachable server is a one-line ClientError naming the address."""
+    settings = settings or get_settings()
+    try:
+        return CollectionsClient(await connect_temporal(settings), settings)
+    except Exception as exc:  # TemporalUnreachable, or a bad TLS / profile configuration
+        text = str(exc.__cause__ if isinstance(exc, TemporalUnreachable) and exc.__cause__ else exc)
+        reason = text.removeprefix("Failed client connect: ").split("(", 1)[0].strip() or type(exc).__name__
+        if "onnection refused" in text:
+            reason = "connection refused"
+        raise ClientError(
+            f"cannot reach the Temporal server at {settings.temporal_address} "
+            f"(namespace {settings.temporal_namespace}): {reason}. Is it running? "
+            "Start the local stack with ./run or set TEMPORAL_ADDRESS.",
+            Problem.UNAVAILABLE,
+        ) from None
+
+
+@dataclass
+class CollectionsClient:
+    temporal: Client
+    settings: Settings
+
+    def handle(self, loan_id: str) -> WorkflowHandle[Any, Any]:
+        return self.temporal.get_workflow_handle(workflow_id(loan_id))
+
+    async def start(self, start: LoanStart) -> WorkflowHandle[Any, Any]:
+        """Start one loan's workflow. Raises WorkflowAlreadyStartedError for a loan id
+        that was ever used (running or closed): a loan id is never reused."""
+        return await self.temporal.start_workflow(
+            WORKFLOW_TYPE,
+            start,
+            id=workflow_id(start.loan_id),
+            task_queue=self.settings.temporal_task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+            search_attributes=start_search_attributes(start),
+            static_summary=static_summary(start),
+            static_details=static_details(start),
+        )
+
+    async def disburse(
+        self,
+        starts: Sequence[LoanStart],
+        *,
+        skip_existing: bool = False,
+        concurrency: int = 16,
+        on_outcome: Callable[[StartOutcome], None] | None = None,
+    ) -> DisburseReport:
+        """Start every loan (`concurrency` at a time), reported in input order. A loan
+        already started is refused (or skipped with `skip_existing`). A problem every
+        start would hit (namespace, server) stops the run with a ClientError."""
+        report = DisburseReport()
+        gate = asyncio.Semaphore(max(1, concurrency))
+        fatal: list[str] = []  # a problem of the namespace or the server, not of one loan
+
+        async def one(start: LoanStart) -> None:
+            loan_id = start.loan_id
+            async with gate:
+                if fatal:
+                    return
+                try:
+                    await self.start(start)
+                    report.started.append(loan_id)
+                    outcome = StartOutcome(loan_id, "started")
+                except WorkflowAlreadyStartedError:
+                    if skip_existing:
+                        report.skipped.append(loan_id)
+                        outcome = StartOutcome(loan_id, "skipped", "already started")
+                    else:
+                        reason = (
+                            f"already started: workflow {workflow_id(loan_id)} exists (running or "
+                            "closed) and a loan id is never reused"
+                        )
+                        report.refused.append((loan_id, reason))
+                        outcome = StartOutcome(loan_id, "refused", reason)
+                except RPCError as exc:
+                    problem = namespace_problem(exc, self.settings)
+                    if problem:
+                        fatal.append(problem)
+                        return
+                    report.refused.append((loan_id, exc.message))
+                    outcome = StartOutcome(loan_id, "failed", exc.message)
+            if on_outcome:
+                on_outcome(outcome)
+
+        await asyncio.gather(*(one(s) for s in starts))
+        if fatal:
+            done = len(report.started) + len(report.skipped)
+            raise ClientError(
+                f"{fatal[0]} ({len(report.started)} started, {len(report.skipped)} skipped, "
+                f"{len(starts) - done} not started: run the same file again with --skip-existing)",
+                Problem.UNAVAILABLE,
+            )
+        order = {s.loan_id: i for i, s in enumerate(starts)}
+        report.started.sort(key=order.__getitem__)
+        report.skipped.sort(key=order.__getitem__)
+        report.refused.sort(key=lambda item: order[item[0]])
+        return report
+
+    async def send(
+        self,
+        loan_id: str,
+        update: str,
+        signal: str,
+        arg: Any,
+        result_type: type[T],
+        *,
+        fire_and_forget: bool = False,
+        wait: float = 60.0,
+    ) -> T | None:
+        """The update `update` and the workflow's answer, or (fire_and_forget) its signal
+        twin `signal` and None. A refusal by the workflow's validator is a ClientError."""
+        handle = self.handle(loan_id)
+        if fire_and_forget:
+            await answer(handle.signal(signal, arg), loan_id, self.settings, wait)
+            return None
+        return await answer(
+            handle.execute_update(update, arg, result_type=result_type), loan_id, self.settings, wait
+        )
+
+    async def record_payment(
+        self, loan_id: str, payment: PaymentIn, *, fire_and_forget: bool = False, wait: float = 60.0
+    ) -> PaymentResult | None:
+        return await self.send(
+            loan_id,
+            RECORD_PAYMENT,
+            PAYMENT_RECEIVED,
+            payment,
+            PaymentResult,
+            fire_and_forget=fire_and_forget,
+            wait=wait,
+        )
+
+    async def apply_restructuring(
+        self, loan_id: str, req: RestructuringIn, *, fire_and_forget: bool = False, wait: float = 60.0
+    ) -> ScheduleSummary | None:
+        return await self.send(
+            loan_id,
+            APPLY_RESTRUCTURING,
+            RESTRUCTURING_APPROVED,
+            req,
+            ScheduleSummary,
+            fire_and_forget=fire_and_forget,
+            wait=wait,
+        )
+
+    async def state(self, loan_id: str, wait: float = 30.0) -> dict[str, Any]:
+        """The `state` query answer exactly as the workflow sent it (decoded JSON)."""
+        raw: dict[str, Any] = await answer(self.handle(loan_id).query(STATE), loan_id, self.settings, wait)
+        return raw
+
+    async def list_cases(self, query: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The loans a visibility query finds (eventually consistent: a loan just
+        started or changed may not show yet)."""
+        try:
+            return [case_row(wf) async for wf in self.temporal.list_workflows(query, limit=limit)]
+        except RPCError as exc:
+            raise ClientError(f"visibility query {query!r} refused: {exc.message}") from None
+
+    async def count(self, query: str) -> int:
+        """How many loans a visibility query finds (eventually consistent)."""
+        try:
+            return (await self.temporal.count_workflows(query)).count
+        except RPCError as exc:
+            raise ClientError(f"visibility query {query!r} refused: {exc.message}") from None
