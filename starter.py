@@ -406,9 +406,10 @@ async def pay(
     """Record a payment (update record_payment; --async: signal payment_received).
 
     AMOUNT is written as people write it (1234.56 or 1,234.56) and converted exactly to
-    minor units. By default waits for the workflow's answer and prints the allocation and
-    the new balance; a refusal (over the payoff amount, closed loan) exits 1 with the
-    workflow's reason. The same --payment-id is never applied twice.
+    minor units; a comma only ever groups thousands (12,50 is refused: write 12.50).
+    By default waits for the workflow's answer and prints the allocation and the new
+    balance; a refusal (over the payoff amount, closed loan) exits 1 with the workflow's
+    reason. The same --payment-id is never applied twice.
     """
     payment = PaymentIn(
         payment_id=payment_id,

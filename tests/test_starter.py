@@ -183,6 +183,8 @@ def test_amounts_are_converted_exactly(text: str, minor: int) -> None:
         ("1e3", "is not an amount"),
         ("-5", "is not an amount"),
         ("0", "greater than zero"),
+        ("12,50", "ambiguous"),  # a decimal comma, not ¥1,250.00
+        ("1,2,3", "ambiguous"),
     ],
 )
 def test_bad_amounts_exit_2(
