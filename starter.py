@@ -22,7 +22,8 @@ import inspect
 import json
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -37,10 +38,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from rich.table import Table
 
 from client import connect
-from client.errors import EXIT_BAD_INPUT, EXIT_OK, ClientError, bad_input
+from client.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_REFUSED, ClientError, bad_input
 from client.loans import StartOutcome
 from client.queries import build_list_query
-from client.starts import StartRecord, parse_start_records, pydantic_message
+from client.starts import StartRecord, parse_start_records
 from domain.enums import CollectionStage, RestructuringKind
 from domain.money import CURRENCY_EXPONENT, MoneyError, format_amount, parse_amount
 from models.contract import PAYMENT_RECEIVED, RESTRUCTURING_APPROVED
@@ -232,6 +233,38 @@ def amount_arg(text: str, currency: str, option: str) -> int:
     return value
 
 
+def refused_fields(exc: ValidationError, options: Mapping[str, str]) -> str:
+    """A validation error of a wire type built from a command's options, as one line
+    naming the option (`--payment-id: ...`): `options` maps a field to its option or
+    argument, any other field `f_g` is taken to be `--f-g`. Works with whatever the wire
+    types refuse: no message is hard-coded here."""
+    errors = exc.errors()
+    first = errors[0]
+    field = ".".join(str(p) for p in first["loc"])
+    top = str(first["loc"][0]) if first["loc"] else ""
+    name = options.get(top) or (f"--{top.replace('_', '-')}" if top else "(input)")
+    label = name if field in ("", top) else f"{name} ({field})"
+    message = " ".join(str(first["msg"]).split())  # one line, whatever the validator wrote
+    value = first.get("input")
+    got = ""
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        got = f" (got {shown!r}" + (f", {len(value)} characters)" if len(value) > 40 else ")")
+    more = len(errors) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{label}: {message}{got}{tail}"
+
+
+@contextmanager
+def wire_input(what: str, options: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Around building a wire object from a command's options: what the wire type
+    refuses is bad input (exit 2, one line naming the option), and nothing is sent."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise bad_input(f"{what}: {refused_fields(exc, options or {})}") from None
+
+
 def _currency(text: str) -> str:
     code = text.upper()
     if code not in CURRENCY_EXPONENT:
@@ -411,15 +444,17 @@ async def pay(
     balance; a refusal (over the payoff amount, closed loan) exits 1 with the workflow's
     reason. The same --payment-id is never applied twice.
     """
-    payment = PaymentIn(
-        payment_id=payment_id,
-        amount=amount_arg(amount, currency, "amount"),
-        paid_at=parse_paid_at(paid_at),
-        channel=channel,
-        # The amount was read in this currency: the workflow refuses it for a loan in
-        # another one, rather than booking 5000 yen as 500,000.
-        currency=currency,
-    )
+    value, when = amount_arg(amount, currency, "amount"), parse_paid_at(paid_at)
+    with wire_input("payment", {"amount": "AMOUNT"}):
+        payment = PaymentIn(
+            payment_id=payment_id,
+            amount=value,
+            paid_at=when,
+            channel=channel,
+            # The amount was read in this currency: the workflow refuses it for a loan in
+            # another one, rather than booking 5000 yen as 500,000.
+            currency=currency,
+        )
     client = await connect(_settings(ctx))
     result = await client.record_payment(loan_id, payment, fire_and_forget=async_, wait=wait)
     if result is None:
@@ -431,6 +466,14 @@ async def pay(
     else:
         print(format_payment_result(loan_id, result, currency))
     return EXIT_OK
+
+
+RESTRUCTURING_OPTIONS = {
+    "kind": "KIND",
+    "extension_days": "--days",
+    "new_term_months": "--months",
+    "waive_amount": "--amount",
+}
 
 
 def build_restructuring(
@@ -464,16 +507,18 @@ def build_restructuring(
     for option, value in (("--days", days), ("--months", months)):
         if value is not None and value < 1:
             raise bad_input(f"{option}: must be at least 1 (got {value})")
-    return RestructuringIn(
-        restructuring_id=restructuring_id,
-        kind=kind,
-        approved_by=approved_by,
-        approval_ref=approval_ref,
-        extension_days=days,
-        new_term_months=months,
-        waive_penalty=waive_penalty,
-        waive_amount=amount_arg(amount, currency, "--amount") if amount is not None else None,
-    )
+    waive_amount = amount_arg(amount, currency, "--amount") if amount is not None else None
+    with wire_input("restructuring", RESTRUCTURING_OPTIONS):
+        return RestructuringIn(
+            restructuring_id=restructuring_id,
+            kind=kind,
+            approved_by=approved_by,
+            approval_ref=approval_ref,
+            extension_days=days,
+            new_term_months=months,
+            waive_penalty=waive_penalty,
+            waive_amount=waive_amount,
+        )
 
 
 @app.command(
@@ -723,7 +768,8 @@ def borrowers_upsert(
     from models import repo
     from models.tables import BorrowerCreate
 
-    try:
+    options = {"phone_mobile": "--mobile", "phone_alt": "--alt-phone", "preferred_language": "--language"}
+    with wire_input("borrower", options):
         data = BorrowerCreate(
             borrower_id=borrower_id,
             name=name,
@@ -733,8 +779,6 @@ def borrowers_upsert(
             preferred_language=language.value,
             timezone=timezone,
         )
-    except ValidationError as exc:
-        raise bad_input(f"borrower: {pydantic_message(exc)}") from None
     try:
         zone(timezone)
     except CalendarError as exc:
@@ -764,6 +808,9 @@ async def amain(argv: Sequence[str] | None = None, settings: Settings | None = N
     except ClientError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except ValidationError as exc:  # not input (that is wire_input's): an answer we cannot read
+        print(f"error: unexpected data: {refused_fields(exc, {})}", file=sys.stderr)
+        return EXIT_REFUSED
     except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)
         return 130

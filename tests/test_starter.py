@@ -238,6 +238,75 @@ def test_restructure_options_are_checked(
     assert message in capsys.readouterr().err
 
 
+APPROVAL = ["--approved-by", "supervisor.li", "--approval-ref", "APR-1"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["pay", "L-1", "10", "--payment-id", ""], "--payment-id"),
+        (["pay", "L-1", "10", "--payment-id", "P" * 129], "--payment-id"),
+        (["pay", "L-1", "10", "--payment-id", "P-1", "--channel", "a" * 100_000], None),
+        (
+            ["restructure", "L-1", "extension", "--days", "30", "--restructuring-id", "", *APPROVAL],
+            "--restructuring-id",
+        ),
+        (
+            ["restructure", "L-1", "waiver", "--waive-penalty", "--restructuring-id", "R" * 129, *APPROVAL],
+            "--restructuring-id",
+        ),
+        (["borrowers", "upsert", "--borrower-id", "", "--name", "王芳"], "--borrower-id"),
+        (["borrowers", "upsert", "--borrower-id", "B-1", "--name", "x" * 201], "--name"),
+    ],
+    ids=[
+        "empty-payment-id",
+        "payment-id-129",
+        "channel-huge",
+        "empty-restructuring-id",
+        "restructuring-id-129",
+        "empty-borrower-id",
+        "name-too-long",
+    ],
+)
+def test_what_a_wire_type_refuses_is_one_line_and_exit_2(
+    argv: list[str],
+    option: str | None,
+    unreachable: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Whatever the wire types refuse (models/wire.py decides), the CLI says it in one
+    line naming the option and exits 2 before connecting: no traceback, nothing sent."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'c.db'}")
+    code = starter.main(argv)
+    captured = capsys.readouterr()
+    err = captured.err
+    if option is None:  # a value the wire types accept today: sent (and unreachable here)
+        assert code in (1, 2) and err.count("\n") == 1 and "Traceback" not in err, err
+        return
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert option in err and "Traceback" not in err and "validation error" not in err, err
+    assert "cannot reach" not in err and captured.out == ""
+
+
+def test_wire_errors_name_the_option_and_trim_the_value() -> None:
+    from pydantic import ValidationError
+
+    from models.wire import PaymentIn
+
+    with pytest.raises(ValidationError) as exc:
+        PaymentIn(payment_id="P" * 129, amount=1)
+    line = starter.refused_fields(exc.value, {})
+    assert line.startswith("--payment-id: ") and "129 characters" in line and "\n" not in line
+    assert len(line) < 200
+    with pytest.raises(ValidationError) as exc:
+        PaymentIn(payment_id="", amount="x")  # type: ignore[arg-type]
+    line = starter.refused_fields(exc.value, {"amount": "AMOUNT"})
+    assert "(and 1 more problem)" in line
+
+
 def test_restructure_requires_an_approval(capsys: pytest.CaptureFixture[str]) -> None:
     assert starter.main(["restructure", "L-1", "extension", "--days", "30", "--restructuring-id", "R"]) == 2
     assert "--approved-by" in capsys.readouterr().err
