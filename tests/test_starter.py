@@ -302,7 +302,7 @@ def test_wire_errors_name_the_option_and_trim_the_value() -> None:
     assert line.startswith("--payment-id: ") and "129 characters" in line and "\n" not in line
     assert len(line) < 200
     with pytest.raises(ValidationError) as exc:
-        PaymentIn(payment_id="", amount="x")  # type: ignore[arg-type]
+        PaymentIn(payment_id="", amount="x")
     line = starter.refused_fields(exc.value, {"amount": "AMOUNT"})
     assert "(and 1 more problem)" in line
 
