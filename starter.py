@@ -39,7 +39,7 @@ from rich.table import Table
 
 from client import connect
 from client.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_REFUSED, ClientError, bad_input
-from client.loans import StartOutcome
+from client.loans import LoanHealth, StartOutcome
 from client.queries import build_list_query
 from client.starts import StartRecord, parse_start_records
 from domain.enums import CollectionStage, RestructuringKind
@@ -169,15 +169,18 @@ def format_schedule_head(loan_id: str, s: ScheduleSummary, currency: str) -> str
     )
 
 
-def format_case_head(view: CaseView, currency: str) -> str:
+def format_case_head(view: CaseView, currency: str, health: LoanHealth | None = None) -> str:
     o = view.outstanding
     nxt = (
         f"{view.next_action.kind.value} at {view.next_action.at.isoformat()}" if view.next_action else "none"
     )
+    if health is not None and not health.running and view.next_action:
+        nxt = f"none (the workflow is {health.status}; {nxt} will not happen)"
     yn = {True: "yes", False: "no"}
     return "\n".join(
         [
             f"Loan {view.loan_id}" + ("  (closed)" if view.closed else ""),
+            *([f"  workflow         {health.describe()}"] if health is not None else []),
             f"  stage            {view.stage.value}",
             f"  days past due    {view.days_past_due}",
             f"  assigned agent   {view.assigned_agent or '-'}",
@@ -588,26 +591,49 @@ async def status(
     ctx: typer.Context,
     loan_id: LoanId,
     as_json: Annotated[
-        bool, typer.Option("--json", help="print exactly the `state` query answer as JSON")
+        bool,
+        typer.Option(
+            "--json", help="print exactly the `state` query answer as JSON (the workflow's status: stderr)"
+        ),
     ] = False,
     currency: Currency = "CNY",
     wait: Wait = 60.0,
 ) -> int:
-    """Show a loan's case: stage, DPD, balances, next action, installments, agent.
+    """Show a loan's case: its workflow's status, stage, DPD, balances, next action,
+    installments, agent.
 
-    Reads the workflow's `state` query.
+    Reads the workflow's execution status (Running, Completed, Failed, Terminated,
+    TimedOut ...) and its `state` query. Exits 1 unless the workflow is Running or
+    Completed: a Failed, Terminated or TimedOut loan, or a Running one that is stuck
+    (its workflow task keeps failing), shows its status and why, and nothing will
+    happen to it until someone acts. With --json, stdout is exactly the `state` answer
+    (nothing when the workflow cannot answer) and the status line goes to stderr.
     """
     client = await connect(_settings(ctx))
-    raw = await client.state(loan_id, wait)
+    health = await client.health(loan_id)
+    line = f"workflow {health.workflow_id}: {health.describe()}"
+    if health.stuck:  # its tasks fail: it cannot answer a query either
+        raise ClientError(f"loan {loan_id}: {line}")
+    try:
+        raw = await client.state(loan_id, wait)
+    except ClientError as exc:
+        if health.healthy:
+            raise
+        raise ClientError(f"loan {loan_id}: {line}; its case cannot be read: {exc.message}") from None
     if as_json:
         print(json.dumps(raw, indent=2, ensure_ascii=False))
+        print(line, file=sys.stderr)
+    else:
+        view = CaseView.model_validate(raw)
+        out = console()
+        out.print(format_case_head(view, currency, health))
+        out.print()
+        out.print(installments_table(view.installments, currency))
+    if health.healthy:
         return EXIT_OK
-    view = CaseView.model_validate(raw)
-    out = console()
-    out.print(format_case_head(view, currency))
-    out.print()
-    out.print(installments_table(view.installments, currency))
-    return EXIT_OK
+    if not as_json:
+        print(f"error: loan {loan_id}: {line}: nothing more happens to this case", file=sys.stderr)
+    return EXIT_REFUSED
 
 
 @app.command("list", epilog="Example: python starter.py list --stage AGENT --min-dpd 45")

@@ -17,12 +17,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy.engine import Engine
+from temporalio import workflow
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 import starter
+from client import connect
 from client.errors import EXIT_BAD_INPUT, ClientError
+from client.loans import LoanHealth, execution_status_label
 from client.queries import build_list_query
 from client.starts import parse_start_records, static_details, static_summary, validate_start
 from models.wire import CaseView
@@ -350,6 +354,35 @@ def test_list_query_is_built_from_the_filters() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("status", "stuck", "healthy"),
+    [
+        ("Running", False, True),
+        ("Completed", False, True),
+        ("Running", True, False),
+        ("Failed", False, False),
+        ("Terminated", False, False),
+        ("Canceled", False, False),
+        ("TimedOut", False, False),
+        ("ContinuedAsNew", False, False),
+    ],
+)
+def test_only_a_running_or_completed_workflow_is_healthy(status: str, stuck: bool, healthy: bool) -> None:
+    health = LoanHealth("L-1", "loan-L-1", "run", status, stuck=stuck, task_attempt=3, failure="boom")
+    assert health.healthy is healthy
+    text = health.describe()
+    assert ("stuck" in text and "attempt 3" in text) if stuck else text == f"{status}: boom"
+    assert [execution_status_label(int(s)) for s in WorkflowExecutionStatus] == [
+        "Running",
+        "Completed",
+        "Failed",
+        "Canceled",
+        "Terminated",
+        "ContinuedAsNew",
+        "TimedOut",
+    ]
+
+
 def test_ui_texts_carry_terms_and_no_personal_data() -> None:
     start = validate_start(record(loan_id="L-42", borrower_id="B-7", principal=1_234_567))
     summary = static_summary(start)
@@ -581,6 +614,89 @@ async def test_a_paid_off_loan_is_closed(cli: Cli) -> None:
     code, _, err = await cli("pay", loan_id, "1.00", "--payment-id", "LATE")
     assert code == 1
     assert "closed" in err and err.count("\n") == 1
+
+
+@pytest.mark.temporal
+async def test_status_of_a_terminated_loan_shows_it_and_exits_1(
+    cli: Cli, dev_env: WorkflowEnvironment
+) -> None:
+    loan = overdue_record(10)
+    loan_id = loan["loan_id"]
+    assert (await cli("disburse", cli.file([loan])))[0] == 0
+    await cli.state(loan_id, until=lambda s: s["stage"] == "EARLY")
+    code, out, err = await cli("status", loan_id)
+    assert code == 0 and "workflow         Running" in out, err
+
+    await dev_env.client.get_workflow_handle(f"loan-{loan_id}").terminate(reason="test: operator error")
+    code, out, err = await cli("status", loan_id)
+    assert code == 1, out + err
+    assert "workflow         Terminated: test: operator error (by " in out
+    assert "will not happen" in out  # its next action is not shown as live
+    assert err.count("\n") == 1 and "Terminated" in err and "nothing more happens" in err, err
+
+    code, out, err = await cli("status", loan_id, "--json")
+    assert code == 1
+    assert set(json.loads(out)) == STATE_KEYS  # stdout: exactly the `state` answer
+    assert err.startswith(f"workflow loan-{loan_id}: Terminated") and err.count("\n") == 1, err
+
+
+@pytest.mark.temporal
+async def test_status_of_a_paid_off_loan_is_completed_and_exits_0(cli: Cli) -> None:
+    loan = record()
+    loan_id = loan["loan_id"]
+    assert (await cli("disburse", cli.file([loan])))[0] == 0
+    total = (await cli.state(loan_id))["outstanding"]["total"]
+    code, _, err = await cli("pay", loan_id, f"{total // 100}.{total % 100:02d}", "--payment-id", "PAYOFF")
+    assert code == 0, err
+    await cli.state(loan_id, until=lambda s: s["closed"])
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:  # the workflow completes once it has written the closed loan down
+        code, out, err = await cli("status", loan_id)
+        if "Completed" in out or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert code == 0 and "workflow         Completed" in out and err == "", out + err
+    code, out, err = await cli("status", loan_id, "--json")
+    assert code == 0 and json.loads(out)["closed"] is True
+    assert err == f"workflow loan-{loan_id}: Completed\n"
+
+
+@workflow.defn(name="BrokenForTest", sandboxed=False)
+class BrokenForTest:
+    """A workflow whose every task fails (as a LoanCollection whose code throws, or that
+    upserts an unregistered search attribute, does): it stays Running and does nothing."""
+
+    @workflow.run
+    async def run(self) -> None:
+        raise RuntimeError("deliberately broken for the test")
+
+
+@pytest.mark.temporal
+async def test_status_of_a_stuck_workflow_says_stuck_and_exits_1(
+    cli: Cli, dev_env: WorkflowEnvironment
+) -> None:
+    loan_id = f"STUCK-{uuid.uuid4().hex[:8]}"
+    queue = f"tq-broken-{uuid.uuid4().hex[:8]}"
+    async with Worker(dev_env.client, task_queue=queue, workflows=[BrokenForTest]):
+        handle = await dev_env.client.start_workflow(
+            BrokenForTest.run, id=f"loan-{loan_id}", task_queue=queue
+        )
+        try:
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:  # until its first task has failed
+                code, out, err = await cli("status", loan_id, "--wait", "2")
+                if "stuck" in err or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.3)
+            assert code == 1 and out == "", out + err
+            assert err.count("\n") == 1 and "Running but stuck" in err, err
+            assert "deliberately broken for the test" in err
+            code, out, err = await cli("status", loan_id, "--json")
+            assert code == 1 and out == "" and "stuck" in err
+            health = await (await connect(cli.settings)).health(loan_id)
+            assert health.stuck and health.status == "Running" and not health.healthy
+        finally:
+            await handle.terminate("test done")
 
 
 @pytest.mark.temporal
