@@ -601,6 +601,39 @@ async def test_pay_by_update_and_by_signal(cli: Cli) -> None:
 
 
 @pytest.mark.temporal
+async def test_one_payment_id_on_two_loans_is_in_both_ledgers(cli: Cli, wf_db: Engine) -> None:
+    """Each loan's workflow applies a payment_id once; the ledger books it for each loan
+    (no longer only for the first), and the second booking leaves an audit warning."""
+    from sqlmodel import select
+
+    from models.db import session_scope
+    from models.tables import AuditLog, Payment
+
+    a, b = overdue_record(2), overdue_record(2)
+    assert (await cli("disburse", cli.file([a, b])))[0] == 0
+    payment_id = f"GW-{uuid.uuid4().hex[:8]}"
+    for loan in (a, b):
+        await cli.state(loan["loan_id"], until=lambda s: s["stage"] == "GRACE")
+        code, out, err = await cli("pay", loan["loan_id"], "100.00", "--payment-id", payment_id)
+        assert code == 0 and "applied" in out and "already" not in out, out + err
+    code, out, _ = await cli("pay", b["loan_id"], "100.00", "--payment-id", payment_id)
+    assert code == 0 and "already applied" in out
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:  # booked by the workflow's record_case_events, just after its answer
+        with session_scope(wf_db) as s:
+            booked = sorted(
+                p.loan_id for p in s.exec(select(Payment).where(Payment.payment_id == payment_id))
+            )
+            warnings = [e for e in s.exec(select(AuditLog)) if e.event == "payment_id_reused"]
+        if len(booked) == 2 or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert booked == sorted([a["loan_id"], b["loan_id"]])
+    assert len(warnings) == 1 and warnings[0].loan_id == b["loan_id"] and a["loan_id"] in warnings[0].detail
+
+
+@pytest.mark.temporal
 async def test_a_paid_off_loan_is_closed(cli: Cli) -> None:
     loan = record()
     loan_id = loan["loan_id"]
