@@ -22,7 +22,8 @@ import inspect
 import json
 import re
 import sys
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
@@ -37,10 +38,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskProgressC
 from rich.table import Table
 
 from client import connect
-from client.errors import EXIT_BAD_INPUT, EXIT_OK, ClientError, bad_input
-from client.loans import StartOutcome
+from client.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_REFUSED, ClientError, bad_input
+from client.loans import LoanHealth, StartOutcome
 from client.queries import build_list_query
-from client.starts import StartRecord, parse_start_records, pydantic_message
+from client.starts import StartRecord, parse_start_records
 from domain.enums import CollectionStage, RestructuringKind
 from domain.money import CURRENCY_EXPONENT, MoneyError, format_amount, parse_amount
 from models.contract import PAYMENT_RECEIVED, RESTRUCTURING_APPROVED
@@ -168,15 +169,18 @@ def format_schedule_head(loan_id: str, s: ScheduleSummary, currency: str) -> str
     )
 
 
-def format_case_head(view: CaseView, currency: str) -> str:
+def format_case_head(view: CaseView, currency: str, health: LoanHealth | None = None) -> str:
     o = view.outstanding
     nxt = (
         f"{view.next_action.kind.value} at {view.next_action.at.isoformat()}" if view.next_action else "none"
     )
+    if health is not None and not health.running and view.next_action:
+        nxt = f"none (the workflow is {health.status}; {nxt} will not happen)"
     yn = {True: "yes", False: "no"}
     return "\n".join(
         [
             f"Loan {view.loan_id}" + ("  (closed)" if view.closed else ""),
+            *([f"  workflow         {health.describe()}"] if health is not None else []),
             f"  stage            {view.stage.value}",
             f"  days past due    {view.days_past_due}",
             f"  assigned agent   {view.assigned_agent or '-'}",
@@ -230,6 +234,38 @@ def amount_arg(text: str, currency: str, option: str) -> int:
     if value <= 0:
         raise bad_input(f"{option}: must be greater than zero (got {text!r})")
     return value
+
+
+def refused_fields(exc: ValidationError, options: Mapping[str, str]) -> str:
+    """A validation error of a wire type built from a command's options, as one line
+    naming the option (`--payment-id: ...`): `options` maps a field to its option or
+    argument, any other field `f_g` is taken to be `--f-g`. Works with whatever the wire
+    types refuse: no message is hard-coded here."""
+    errors = exc.errors()
+    first = errors[0]
+    field = ".".join(str(p) for p in first["loc"])
+    top = str(first["loc"][0]) if first["loc"] else ""
+    name = options.get(top) or (f"--{top.replace('_', '-')}" if top else "(input)")
+    label = name if field in ("", top) else f"{name} ({field})"
+    message = " ".join(str(first["msg"]).split())  # one line, whatever the validator wrote
+    value = first.get("input")
+    got = ""
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        got = f" (got {shown!r}" + (f", {len(value)} characters)" if len(value) > 40 else ")")
+    more = len(errors) - 1
+    tail = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    return f"{label}: {message}{got}{tail}"
+
+
+@contextmanager
+def wire_input(what: str, options: Mapping[str, str] | None = None) -> Iterator[None]:
+    """Around building a wire object from a command's options: what the wire type
+    refuses is bad input (exit 2, one line naming the option), and nothing is sent."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise bad_input(f"{what}: {refused_fields(exc, options or {})}") from None
 
 
 def _currency(text: str) -> str:
@@ -406,19 +442,22 @@ async def pay(
     """Record a payment (update record_payment; --async: signal payment_received).
 
     AMOUNT is written as people write it (1234.56 or 1,234.56) and converted exactly to
-    minor units. By default waits for the workflow's answer and prints the allocation and
-    the new balance; a refusal (over the payoff amount, closed loan) exits 1 with the
-    workflow's reason. The same --payment-id is never applied twice.
+    minor units; a comma only ever groups thousands (12,50 is refused: write 12.50).
+    By default waits for the workflow's answer and prints the allocation and the new
+    balance; a refusal (over the payoff amount, closed loan) exits 1 with the workflow's
+    reason. The same --payment-id is never applied twice.
     """
-    payment = PaymentIn(
-        payment_id=payment_id,
-        amount=amount_arg(amount, currency, "amount"),
-        paid_at=parse_paid_at(paid_at),
-        channel=channel,
-        # The amount was read in this currency: the workflow refuses it for a loan in
-        # another one, rather than booking 5000 yen as 500,000.
-        currency=currency,
-    )
+    value, when = amount_arg(amount, currency, "amount"), parse_paid_at(paid_at)
+    with wire_input("payment", {"amount": "AMOUNT"}):
+        payment = PaymentIn(
+            payment_id=payment_id,
+            amount=value,
+            paid_at=when,
+            channel=channel,
+            # The amount was read in this currency: the workflow refuses it for a loan in
+            # another one, rather than booking 5000 yen as 500,000.
+            currency=currency,
+        )
     client = await connect(_settings(ctx))
     result = await client.record_payment(loan_id, payment, fire_and_forget=async_, wait=wait)
     if result is None:
@@ -430,6 +469,14 @@ async def pay(
     else:
         print(format_payment_result(loan_id, result, currency))
     return EXIT_OK
+
+
+RESTRUCTURING_OPTIONS = {
+    "kind": "KIND",
+    "extension_days": "--days",
+    "new_term_months": "--months",
+    "waive_amount": "--amount",
+}
 
 
 def build_restructuring(
@@ -463,16 +510,18 @@ def build_restructuring(
     for option, value in (("--days", days), ("--months", months)):
         if value is not None and value < 1:
             raise bad_input(f"{option}: must be at least 1 (got {value})")
-    return RestructuringIn(
-        restructuring_id=restructuring_id,
-        kind=kind,
-        approved_by=approved_by,
-        approval_ref=approval_ref,
-        extension_days=days,
-        new_term_months=months,
-        waive_penalty=waive_penalty,
-        waive_amount=amount_arg(amount, currency, "--amount") if amount is not None else None,
-    )
+    waive_amount = amount_arg(amount, currency, "--amount") if amount is not None else None
+    with wire_input("restructuring", RESTRUCTURING_OPTIONS):
+        return RestructuringIn(
+            restructuring_id=restructuring_id,
+            kind=kind,
+            approved_by=approved_by,
+            approval_ref=approval_ref,
+            extension_days=days,
+            new_term_months=months,
+            waive_penalty=waive_penalty,
+            waive_amount=waive_amount,
+        )
 
 
 @app.command(
@@ -542,26 +591,49 @@ async def status(
     ctx: typer.Context,
     loan_id: LoanId,
     as_json: Annotated[
-        bool, typer.Option("--json", help="print exactly the `state` query answer as JSON")
+        bool,
+        typer.Option(
+            "--json", help="print exactly the `state` query answer as JSON (the workflow's status: stderr)"
+        ),
     ] = False,
     currency: Currency = "CNY",
     wait: Wait = 60.0,
 ) -> int:
-    """Show a loan's case: stage, DPD, balances, next action, installments, agent.
+    """Show a loan's case: its workflow's status, stage, DPD, balances, next action,
+    installments, agent.
 
-    Reads the workflow's `state` query.
+    Reads the workflow's execution status (Running, Completed, Failed, Terminated,
+    TimedOut ...) and its `state` query. Exits 1 unless the workflow is Running or
+    Completed: a Failed, Terminated or TimedOut loan, or a Running one that is stuck
+    (its workflow task keeps failing), shows its status and why, and nothing will
+    happen to it until someone acts. With --json, stdout is exactly the `state` answer
+    (nothing when the workflow cannot answer) and the status line goes to stderr.
     """
     client = await connect(_settings(ctx))
-    raw = await client.state(loan_id, wait)
+    health = await client.health(loan_id)
+    line = f"workflow {health.workflow_id}: {health.describe()}"
+    if health.stuck:  # its tasks fail: it cannot answer a query either
+        raise ClientError(f"loan {loan_id}: {line}")
+    try:
+        raw = await client.state(loan_id, wait)
+    except ClientError as exc:
+        if health.healthy:
+            raise
+        raise ClientError(f"loan {loan_id}: {line}; its case cannot be read: {exc.message}") from None
     if as_json:
         print(json.dumps(raw, indent=2, ensure_ascii=False))
+        print(line, file=sys.stderr)
+    else:
+        view = CaseView.model_validate(raw)
+        out = console()
+        out.print(format_case_head(view, currency, health))
+        out.print()
+        out.print(installments_table(view.installments, currency))
+    if health.healthy:
         return EXIT_OK
-    view = CaseView.model_validate(raw)
-    out = console()
-    out.print(format_case_head(view, currency))
-    out.print()
-    out.print(installments_table(view.installments, currency))
-    return EXIT_OK
+    if not as_json:
+        print(f"error: loan {loan_id}: {line}: nothing more happens to this case", file=sys.stderr)
+    return EXIT_REFUSED
 
 
 @app.command("list", epilog="Example: python starter.py list --stage AGENT --min-dpd 45")
@@ -722,7 +794,8 @@ def borrowers_upsert(
     from models import repo
     from models.tables import BorrowerCreate
 
-    try:
+    options = {"phone_mobile": "--mobile", "phone_alt": "--alt-phone", "preferred_language": "--language"}
+    with wire_input("borrower", options):
         data = BorrowerCreate(
             borrower_id=borrower_id,
             name=name,
@@ -732,8 +805,6 @@ def borrowers_upsert(
             preferred_language=language.value,
             timezone=timezone,
         )
-    except ValidationError as exc:
-        raise bad_input(f"borrower: {pydantic_message(exc)}") from None
     try:
         zone(timezone)
     except CalendarError as exc:
@@ -763,6 +834,9 @@ async def amain(argv: Sequence[str] | None = None, settings: Settings | None = N
     except ClientError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
+    except ValidationError as exc:  # not input (that is wire_input's): an answer we cannot read
+        print(f"error: unexpected data: {refused_fields(exc, {})}", file=sys.stderr)
+        return EXIT_REFUSED
     except (KeyboardInterrupt, typer.Abort):
         print("interrupted", file=sys.stderr)
         return 130

@@ -8,7 +8,7 @@ projection's `as_of`), so a retry or a replaced worker never writes a record twi
 from __future__ import annotations
 
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session, col, func, select
 from temporalio import activity
 
 from activities._support import (
@@ -162,27 +162,60 @@ class RecordActivities:
 
     @activity.defn(name="book_payment")
     def book_payment(self, p: PaymentBooking) -> bool:
-        """Book a payment, unique by payment_id. True when booked now, False when it was
-        already there (nothing is written twice)."""
+        """Book a payment, unique per loan by (loan_id, payment_id), the key the workflow
+        deduplicates by. True when booked now, False when this loan had it already
+        (nothing is written twice). A payment_id already booked for ANOTHER loan is still
+        booked for this one (its workflow applied it: the ledger must agree), with an
+        audit entry `payment_id_reused` naming both loans for reconciliation, in the same
+        transaction (so exactly once)."""
         require(p.payment_id, "payment_id", 128)
-        require(p.loan_id, "loan_id")
-        return insert_unless_present(
-            self.engine,
-            Payment,
-            "payment_id",
-            lambda: Payment(
-                payment_id=p.payment_id,
-                loan_id=p.loan_id,
-                amount=p.amount,
-                currency=p.currency,
-                paid_at=as_utc(p.paid_at),
-                channel=clip(p.channel, 64),
-                alloc_penalty=p.allocation.penalty,
-                alloc_fee=p.allocation.fee,
-                alloc_interest=p.allocation.interest,
-                alloc_principal=p.allocation.principal,
-            ),
-        )
+        require(p.loan_id, "loan_id", ID_LEN)
+        postgres = self.engine.dialect.name == "postgresql"
+
+        def work(session: Session) -> bool:
+            if postgres:
+                # Serialise bookings of one payment_id across loans, so that of two loans
+                # booking it at once the second sees the first (SQLite: BEGIN IMMEDIATE).
+                # Two-key advisory lock (class 0x10A9, hashtext of the id): two-key locks
+                # never collide with the one-key migration lock of models/db.py.
+                session.exec(select(func.pg_advisory_xact_lock(0x10A9, func.hashtext(p.payment_id))))
+            booked = set(session.exec(select(Payment.loan_id).where(col(Payment.payment_id) == p.payment_id)))
+            if p.loan_id in booked:
+                return False
+            session.add(
+                Payment(
+                    payment_id=p.payment_id,
+                    loan_id=p.loan_id,
+                    amount=p.amount,
+                    currency=p.currency,
+                    paid_at=as_utc(p.paid_at),
+                    channel=clip(p.channel, 64),
+                    alloc_penalty=p.allocation.penalty,
+                    alloc_fee=p.allocation.fee,
+                    alloc_interest=p.allocation.interest,
+                    alloc_principal=p.allocation.principal,
+                )
+            )
+            if booked:
+                others = ", ".join(sorted(booked))
+                session.add(
+                    AuditLog(
+                        idempotency_key=f"{p.loan_id}/audit/payment_id_reused/{p.payment_id}",
+                        loan_id=p.loan_id,
+                        at=as_utc(p.paid_at),  # recorded_at: when it was noticed
+                        event="payment_id_reused",
+                        detail=(
+                            f"payment_id {p.payment_id!r} ({p.amount} {p.currency} minor units) booked for "
+                            f"loan {p.loan_id} is also booked for loan {others}: one gateway id on two "
+                            "loans; reconcile with the payment gateway"
+                        ),
+                        source="activity:book_payment",
+                    )
+                )
+            session.flush()
+            return True
+
+        return insert_once(self.engine, work)
 
     @activity.defn(name="write_audit")
     def write_audit(self, ev: AuditEvent) -> None:

@@ -9,12 +9,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
-from temporalio.client import Client, WorkflowHandle
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.enums.v1 import EventType, WorkflowTaskFailedCause
+from temporalio.api.history.v1 import HistoryEvent
+from temporalio.api.workflowservice.v1 import (
+    DescribeWorkflowExecutionRequest,
+    GetWorkflowExecutionHistoryReverseRequest,
+)
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
-from temporalio.service import RPCError
+from temporalio.service import RPCError, RPCStatusCode
 
-from client.errors import ClientError, Problem, answer, namespace_problem
+from client.errors import ClientError, Problem, answer, namespace_problem, rpc_error
 from client.queries import case_row
 from client.starts import start_search_attributes, static_details, static_summary
 from models.contract import (
@@ -30,7 +37,14 @@ from models.wire import LoanStart, PaymentIn, PaymentResult, RestructuringIn, Sc
 from settings import Settings, TemporalUnreachable, get_settings
 from settings import connect as connect_temporal
 
-__all__ = ["CollectionsClient", "DisburseReport", "StartOutcome", "connect"]
+__all__ = [
+    "CollectionsClient",
+    "DisburseReport",
+    "LoanHealth",
+    "StartOutcome",
+    "connect",
+    "execution_status_label",
+]
 
 T = TypeVar("T")
 
@@ -49,6 +63,105 @@ class DisburseReport:
     started: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already started, skip_existing
     refused: list[tuple[str, str]] = field(default_factory=list)  # (loan_id, reason)
+
+
+# The names the Web UI and visibility queries use (`ExecutionStatus = "Running"`).
+EXECUTION_STATUS = {
+    WorkflowExecutionStatus.RUNNING: "Running",
+    WorkflowExecutionStatus.COMPLETED: "Completed",
+    WorkflowExecutionStatus.FAILED: "Failed",
+    WorkflowExecutionStatus.CANCELED: "Canceled",
+    WorkflowExecutionStatus.TERMINATED: "Terminated",
+    WorkflowExecutionStatus.CONTINUED_AS_NEW: "ContinuedAsNew",
+    WorkflowExecutionStatus.TIMED_OUT: "TimedOut",
+}
+# How far back (events) `health` looks for the last workflow task of a running loan.
+HEALTH_HISTORY_EVENTS = 100
+
+_TASK_EVENTS = {
+    EventType.EVENT_TYPE_WORKFLOW_TASK_SCHEDULED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_STARTED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_COMPLETED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED,
+    EventType.EVENT_TYPE_WORKFLOW_TASK_TIMED_OUT,
+}
+
+
+def execution_status_label(status: int) -> str:
+    """'Running', 'Completed', 'Failed', 'Terminated', 'TimedOut', ... for a raw status."""
+    try:
+        return EXECUTION_STATUS[WorkflowExecutionStatus(status)]
+    except (ValueError, KeyError):
+        return f"Unknown({status})"
+
+
+@dataclass(frozen=True)
+class LoanHealth:
+    """What Temporal says about a loan's workflow, apart from the case it answers.
+
+    `healthy`: Running and not stuck, or Completed (paid off). Anything else (Failed,
+    Terminated, Canceled, TimedOut, a run that ContinuedAsNew but has no successor, or a
+    Running workflow whose workflow task keeps failing, `stuck`) is not: nothing more
+    will happen to the case until someone acts. `failure` says why, when Temporal knows."""
+
+    loan_id: str
+    workflow_id: str
+    run_id: str
+    status: str  # EXECUTION_STATUS's names
+    stuck: bool = False
+    task_attempt: int = 0  # of the pending workflow task (0: none pending)
+    failure: str | None = None  # the last workflow task failure, or why the run closed
+
+    @property
+    def running(self) -> bool:
+        return self.status == "Running"
+
+    @property
+    def healthy(self) -> bool:
+        return (self.running and not self.stuck) or self.status == "Completed"
+
+    def describe(self) -> str:
+        """One line: 'Running', 'Completed', 'Terminated: reason', 'Running but stuck: ...'."""
+        if self.stuck:
+            attempt = f" (attempt {self.task_attempt})" if self.task_attempt > 1 else ""
+            why = f": {self.failure}" if self.failure else ""
+            return (
+                f"Running but stuck: its workflow task keeps failing{attempt}{why}; nothing happens to "
+                "this loan until the worker's error (see its log) is fixed"
+            )
+        return self.status + (f": {self.failure}" if self.failure else "")
+
+
+def _one_line(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _task_failure(event: HistoryEvent) -> str:
+    """'<the exception's message> (<cause>)' of a WorkflowTaskFailed event."""
+    attrs = event.workflow_task_failed_event_attributes
+    try:
+        cause = WorkflowTaskFailedCause.Name(attrs.cause).removeprefix("WORKFLOW_TASK_FAILED_CAUSE_").lower()
+    except ValueError:
+        cause = f"cause {attrs.cause}"
+    message = _one_line(attrs.failure.message) if attrs.HasField("failure") else ""
+    return f"{message} ({cause})" if message else cause
+
+
+def _close_reason(event: HistoryEvent) -> str | None:
+    kind = event.event_type
+    if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_FAILED:
+        f = event.workflow_execution_failed_event_attributes.failure
+        return _one_line(f.message) or None
+    if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TERMINATED:
+        attrs = event.workflow_execution_terminated_event_attributes
+        reason = _one_line(attrs.reason) or "no reason given"
+        return reason + (f" (by {_one_line(attrs.identity, 100)})" if attrs.identity else "")
+    if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_TIMED_OUT:
+        return "the workflow's execution timeout passed"
+    if kind == EventType.EVENT_TYPE_WORKFLOW_EXECUTION_CANCELED:
+        return "canceled"
+    return None
 
 
 async def connect(settings: Settings | None = None) -> CollectionsClient:
@@ -204,6 +317,59 @@ class CollectionsClient:
         """The `state` query answer exactly as the workflow sent it (decoded JSON)."""
         raw: dict[str, Any] = await answer(self.handle(loan_id).query(STATE), loan_id, self.settings, wait)
         return raw
+
+    async def health(self, loan_id: str) -> LoanHealth:
+        """The execution status of the loan's workflow (its latest run), and whether a
+        running one is stuck: its pending workflow task is a retry (attempt > 1) or its
+        last workflow task failed. Unknown loan, unreachable server: ClientError."""
+        service = self.temporal.workflow_service
+        execution = WorkflowExecution(workflow_id=workflow_id(loan_id))
+        namespace = self.temporal.namespace
+        try:
+            desc = await service.describe_workflow_execution(
+                DescribeWorkflowExecutionRequest(namespace=namespace, execution=execution)
+            )
+        except RPCError as exc:
+            raise rpc_error(exc, loan_id, self.settings) from None
+        info = desc.workflow_execution_info
+        status = execution_status_label(info.status)
+        attempt = desc.pending_workflow_task.attempt if desc.HasField("pending_workflow_task") else 0
+        last_events = await self._last_events(
+            loan_id, WorkflowExecution(workflow_id=info.execution.workflow_id, run_id=info.execution.run_id)
+        )
+        stuck, failure = attempt > 1, None
+        if status == "Running":
+            last_task = next((e for e in last_events if e.event_type in _TASK_EVENTS), None)
+            if last_task is not None and last_task.event_type == EventType.EVENT_TYPE_WORKFLOW_TASK_FAILED:
+                stuck, failure = True, _task_failure(last_task)
+        elif last_events:
+            failure = _close_reason(last_events[0])
+        return LoanHealth(
+            loan_id=loan_id,
+            workflow_id=info.execution.workflow_id,
+            run_id=info.execution.run_id,
+            status=status,
+            stuck=stuck and status == "Running",
+            task_attempt=attempt,
+            failure=failure,
+        )
+
+    async def _last_events(self, loan_id: str, execution: WorkflowExecution) -> list[HistoryEvent]:
+        """The run's last events, newest first (empty where the server cannot say: the
+        health check then rests on the pending task's attempt alone)."""
+        try:
+            page = await self.temporal.workflow_service.get_workflow_execution_history_reverse(
+                GetWorkflowExecutionHistoryReverseRequest(
+                    namespace=self.temporal.namespace,
+                    execution=execution,
+                    maximum_page_size=HEALTH_HISTORY_EVENTS,
+                )
+            )
+        except RPCError as exc:
+            if exc.status in (RPCStatusCode.UNIMPLEMENTED, RPCStatusCode.PERMISSION_DENIED):
+                return []
+            raise rpc_error(exc, loan_id, self.settings) from None
+        return list(page.history.events)
 
     async def list_cases(self, query: str, limit: int = 100) -> list[dict[str, Any]]:
         """The loans a visibility query finds (eventually consistent: a loan just

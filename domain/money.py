@@ -6,7 +6,8 @@ place that decides what happens to half a fen.
 
 from __future__ import annotations
 
-from decimal import Decimal, InvalidOperation
+import re
+from decimal import Decimal
 
 # ISO 4217 currencies the lender books in, with their minor-unit exponent.
 CURRENCY_EXPONENT: dict[str, int] = {
@@ -48,17 +49,34 @@ def round_half_up(numerator: int, denominator: int) -> int:
     return sign * q
 
 
+# An amount as people write it: ASCII digits, at most one decimal point, and either no
+# grouping at all or thousands grouped by "," (or "_") in groups of exactly three, the
+# first group 1-3 digits without a leading zero: 1234.56, 1,234.56, 12,345,678, 1_000.
+_AMOUNT = re.compile(
+    r"(?P<int>[0-9]*|[1-9][0-9]{0,2}(?:,[0-9]{3})+|[1-9][0-9]{0,2}(?:_[0-9]{3})+)"
+    r"(?:\.(?P<frac>[0-9]*))?"
+)
+
+
 def parse_amount(text: str, currency: str = "CNY", field: str = "amount") -> int:
     """'1234.56' -> 123456 minor units, exactly (no floats). Refuses more decimals than
-    the currency has, signs, exponents and anything that is not a plain number."""
+    the currency has, signs, exponents and anything that is not a plain number.
+
+    Thousands may be grouped with commas, and then only as thousands are grouped
+    (1,234.56, 12,345,678): a comma anywhere else is refused, never dropped, because
+    '12,50' (a decimal comma) or '1,2,3' read by dropping commas would be 1250 or 123,
+    a hundred times what was meant."""
     check_currency(currency)
-    cleaned = text.strip().replace(",", "").replace("_", "")
-    if not cleaned or not all(c.isdigit() or c == "." for c in cleaned) or cleaned.count(".") > 1:
+    cleaned = text.strip()
+    match = _AMOUNT.fullmatch(cleaned)
+    if match is None or not (match["int"] or match["frac"]):
+        if "," in cleaned:
+            raise MoneyError(
+                f"{field}: {text!r} is ambiguous: a comma may only group thousands (1,234.56); "
+                "write the amount with a decimal point and no grouping, e.g. 1234.50"
+            )
         raise MoneyError(f"{field}: {text!r} is not an amount like 1234.56")
-    try:
-        value = Decimal(cleaned)
-    except InvalidOperation as exc:  # e.g. '.', which passes the character check
-        raise MoneyError(f"{field}: {text!r} is not an amount like 1234.56") from exc
+    value = Decimal(cleaned.replace(",", "").replace("_", ""))
     exponent = CURRENCY_EXPONENT[currency]
     scaled = value.scaleb(exponent)
     if scaled != scaled.to_integral_value():

@@ -180,10 +180,15 @@ class InstallmentRow(SQLModel, table=True):
 
 
 class Payment(SQLModel, table=True):
+    """A payment as booked for one loan. Unique per loan by (loan_id, payment_id), the
+    workflow's own deduplication key: the same gateway id applied by two loans' workflows
+    is booked for each (and audited as `payment_id_reused`), so ledger and workflow agree."""
+
     __tablename__ = "payment"
+    __table_args__ = (sa.UniqueConstraint("loan_id", "payment_id", name="uq_payment_loan_id_payment_id"),)
 
     id: int | None = Field(default=None, primary_key=True)
-    payment_id: str = Field(unique=True, max_length=128)
+    payment_id: str = Field(index=True, max_length=128)
     loan_id: str = Field(index=True, max_length=ID_LEN)
     amount: int = _money()
     currency: str = Field(max_length=3)

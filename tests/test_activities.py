@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy.engine import Engine
+from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
@@ -360,6 +361,70 @@ def test_concurrent_duplicate_payments_book_once(records: RecordActivities) -> N
         t.join()
     assert sorted(results) == [False] * 5 + [True]
     assert count(records.engine, Payment) == 1
+
+
+def booking(loan_id: str, payment_id: str, amount: int = 5_000) -> PaymentBooking:
+    return PaymentBooking(
+        loan_id=loan_id,
+        payment_id=payment_id,
+        amount=amount,
+        currency="CNY",
+        paid_at=T0,
+        channel="alipay",
+        allocation=Allocation(interest=amount),
+    )
+
+
+def test_the_same_payment_id_on_two_loans_is_booked_for_each_and_audited_once(
+    records: RecordActivities,
+) -> None:
+    """Each loan's workflow applies a payment_id once (its own dedup), so the ledger books
+    it once per loan; a payment_id already booked for another loan is booked anyway and
+    leaves one `payment_id_reused` audit entry naming both loans."""
+    assert run(records.book_payment, booking("L1", "GW-1", 5_000)) is True
+    assert run(records.book_payment, booking("L2", "GW-1", 7_000)) is True
+    assert run(records.book_payment, booking("L2", "GW-1", 7_000)) is False  # a retry
+    assert run(records.book_payment, booking("L1", "GW-1", 5_000)) is False
+    with session_scope(records.engine) as s:
+        rows = {
+            r.loan_id: r.amount for r in [*repo.payments_for_loan(s, "L1"), *repo.payments_for_loan(s, "L2")]
+        }
+    assert rows == {"L1": 5_000, "L2": 7_000}
+    assert count(records.engine, Payment, payment_id="GW-1") == 2
+    assert count(records.engine, AuditLog) == 1
+    with session_scope(records.engine) as s:
+        (entry,) = s.exec(select(AuditLog)).all()
+    assert (entry.event, entry.loan_id) == ("payment_id_reused", "L2")
+    assert "GW-1" in entry.detail and "L1" in entry.detail and "L2" in entry.detail
+
+
+def test_the_same_payment_id_on_one_loan_books_once_and_audits_nothing(records: RecordActivities) -> None:
+    assert run(records.book_payment, booking("L1", "GW-2")) is True
+    assert run(records.book_payment, booking("L1", "GW-2")) is False
+    assert count(records.engine, Payment) == 1
+    assert count(records.engine, AuditLog) == 0
+
+
+def test_one_payment_id_booked_by_several_loans_at_once_is_audited_for_all_but_the_first(
+    records: RecordActivities,
+) -> None:
+    """Four loans book one payment_id at the same moment (and each twice): four rows, and
+    exactly three audit entries, whoever came first (bookings of one id are serialised)."""
+    loans = ["L1", "L2", "L3", "L4"]
+    results: list[tuple[str, bool]] = []
+    threads = [
+        threading.Thread(
+            target=lambda lid=lid: results.append((lid, run(records.book_payment, booking(lid, "GW-3"))))
+        )
+        for lid in loans * 2
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(lid for lid, booked in results if booked) == loans
+    assert count(records.engine, Payment, payment_id="GW-3") == 4
+    assert count(records.engine, AuditLog, event="payment_id_reused") == 3
 
 
 # --- contacts ------------------------------------------------------------------------

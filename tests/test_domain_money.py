@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
-from domain.money import MoneyError, format_amount, parse_amount, require_positive, round_half_up
+from domain.money import (
+    CURRENCY_EXPONENT,
+    MoneyError,
+    format_amount,
+    parse_amount,
+    require_positive,
+    round_half_up,
+)
 
 
 @pytest.mark.parametrize(
@@ -128,6 +138,90 @@ def test_parse_amount_refuses(text: str, currency: str, message: str) -> None:
     with pytest.raises(MoneyError, match=message) as err:
         parse_amount(text, currency, field="payment.amount")
     assert str(err.value).startswith("payment.amount: ")
+
+
+@pytest.mark.parametrize(
+    ("text", "currency", "expected"),
+    [
+        ("1,234.56", "CNY", 123456),
+        ("12,345,678", "CNY", 1_234_567_800),
+        ("1234.56", "CNY", 123456),
+        ("999,999.99", "CNY", 99_999_999),
+        ("1,000", "JPY", 1000),
+        ("1,000.", "CNY", 100000),
+        ("100,000,000", "KRW", 100_000_000),
+    ],
+)
+def test_thousands_grouped_as_thousands_are_accepted(text: str, currency: str, expected: int) -> None:
+    assert parse_amount(text, currency) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "12,50",  # a European decimal comma: would be booked 100 times too large
+        "1,2,3",
+        "1,23",
+        ",5",
+        "1,,000",
+        "1 234,56",
+        "1.234,56",
+        "1,000,00",
+        "1234,567",
+        "0,123",
+        "1,000.5,0",
+        "12,345.6,7",
+        ",",
+        "1,",
+        "1,000_000",
+    ],
+)
+def test_a_comma_that_is_not_a_thousands_separator_is_refused(text: str) -> None:
+    with pytest.raises(MoneyError) as err:
+        parse_amount(text, "CNY", field="amount")
+    message = str(err.value)
+    assert message.startswith("amount: ") and "1234.50" in message, message
+    assert "ambiguous" in message
+
+
+@given(
+    minor=st.integers(min_value=0, max_value=10**15),
+    currency=st.sampled_from(sorted(CURRENCY_EXPONENT)),
+)
+def test_every_formatted_amount_parses_back(minor: int, currency: str) -> None:
+    """What the system writes (format_amount) it reads back exactly, in every currency."""
+    assert parse_amount(format_amount(minor, currency), currency) == minor
+
+
+@given(digits=st.from_regex(r"[1-9][0-9]{0,9}", fullmatch=True), data=st.data())
+def test_a_single_comma_is_accepted_only_where_it_groups_thousands(digits: str, data: st.DataObject) -> None:
+    """One comma put anywhere in a whole number: accepted only where it is the one
+    thousands separator the number needs (and then it means what the digits mean)."""
+    at = data.draw(st.integers(min_value=0, max_value=len(digits)))
+    text = digits[:at] + "," + digits[at:]
+    groups_thousands = len(digits) - at == 3 and 1 <= at <= 3
+    if groups_thousands:
+        assert parse_amount(text, "JPY") == int(digits)
+    else:
+        with pytest.raises(MoneyError, match="ambiguous"):
+            parse_amount(text, "JPY")
+
+
+_GROUPED = re.compile(r"[1-9][0-9]{0,2}(,[0-9]{3})+")
+
+
+@given(text=st.text(alphabet="0123456789,.", min_size=1, max_size=14))
+def test_a_comma_is_only_ever_read_as_a_thousands_separator(text: str) -> None:
+    """Any mix of digits, commas and dots: if it is accepted with a comma, the commas
+    group the whole part in thousands, and the value is that of the digits without them."""
+    try:
+        value = parse_amount(text, "CNY")
+    except MoneyError:
+        return
+    if "," in text:
+        whole = text.split(".", 1)[0]
+        assert _GROUPED.fullmatch(whole), text
+        assert value == parse_amount(text.replace(",", ""), "CNY")
 
 
 @pytest.mark.parametrize(

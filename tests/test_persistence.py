@@ -11,6 +11,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, SQLModel
+from sqlmodel import select as sa_select
 
 from models import repo
 from models.db import (
@@ -22,7 +23,7 @@ from models.db import (
     session_scope,
     upgrade_schema,
 )
-from models.tables import Agent, Assignment, Borrower, BorrowerCreate, Payment
+from models.tables import Agent, Assignment, AuditLog, Borrower, BorrowerCreate, Payment
 from tests.db_fixtures import db_url, engine, session  # noqa: F401
 
 EXPECTED_TABLES = {
@@ -159,13 +160,66 @@ def test_timestamps_are_aware_utc_and_money_is_bigint(session: Session) -> None:
     assert row.paid_at.hour == 15
 
 
-def test_payment_id_is_unique_in_the_database(session: Session) -> None:  # noqa: F811
+def test_payment_id_is_unique_per_loan_in_the_database(session: Session) -> None:  # noqa: F811
     session.add(Payment(payment_id="p1", loan_id="L1", amount=1, currency="CNY", paid_at=T0))
+    session.commit()
+    # The workflow deduplicates payment ids per loan: another loan may book the same id.
+    session.add(Payment(payment_id="p1", loan_id="L2", amount=1, currency="CNY", paid_at=T0))
     session.commit()
     session.add(Payment(payment_id="p1", loan_id="L1", amount=1, currency="CNY", paid_at=T0))
     with pytest.raises(IntegrityError):
         session.commit()
     session.rollback()
+
+
+def test_upgrade_from_0001_keeps_payments_and_keys_them_per_loan(db_url: str) -> None:  # noqa: F811
+    """A database at 0001 with payments (and other rows) upgrades to head keeping every
+    row; afterwards a payment_id may be booked by a second loan, never twice by one."""
+    eng = make_engine(db_url)
+    try:
+        upgrade_schema(eng, "0001")
+        assert current_revision(eng) == "0001"
+        insert = sa.text(
+            "INSERT INTO payment (payment_id, loan_id, amount, currency, paid_at, channel, alloc_penalty, "
+            "alloc_fee, alloc_interest, alloc_principal, booked_at) VALUES (:pid, :loan, :amount, 'CNY', "
+            ":at, :channel, 0, 0, 0, :amount, :at)"
+        )
+        with eng.begin() as conn:
+            for pid, loan, amount in [("P-1", "L1", 100), ("P-2", "L1", 250), ("P-3", "L2", 999_999_999_999)]:
+                conn.execute(
+                    insert, {"pid": pid, "loan": loan, "amount": amount, "at": T0, "channel": "alipay"}
+                )
+            conn.execute(
+                sa.text(
+                    "INSERT INTO audit_log (idempotency_key, loan_id, at, event, detail, source, "
+                    "recorded_at) VALUES ('L1/audit/x', 'L1', :at, 'payment', 'd', 's', :at)"
+                ),
+                {"at": T0},
+            )
+            # 0001 still refuses the same id on another loan: the defect this migration fixes.
+            with pytest.raises(IntegrityError), conn.begin_nested():
+                conn.execute(insert, {"pid": "P-1", "loan": "L2", "amount": 1, "at": T0, "channel": None})
+
+        upgrade_schema(eng)
+        assert current_revision(eng) == head_revision()
+        with Session(eng) as s:
+            kept = sorted((p.payment_id, p.loan_id, p.amount, p.channel) for p in s.exec(sa_select(Payment)))
+            assert kept == [
+                ("P-1", "L1", 100, "alipay"),
+                ("P-2", "L1", 250, "alipay"),
+                ("P-3", "L2", 999_999_999_999, "alipay"),
+            ]
+            assert all(p.paid_at == T0 for p in s.exec(sa_select(Payment)))
+            assert repo.count_rows(s, AuditLog) == 1
+        with session_scope(eng) as s:
+            s.add(Payment(payment_id="P-1", loan_id="L2", amount=1, currency="CNY", paid_at=T0))
+        with pytest.raises(IntegrityError), session_scope(eng) as s:
+            s.add(Payment(payment_id="P-2", loan_id="L1", amount=1, currency="CNY", paid_at=T0))
+        names = {c["name"] for c in sa.inspect(eng).get_unique_constraints("payment")}
+        assert "uq_payment_loan_id_payment_id" in names and "uq_payment_payment_id" not in names
+        assert "ix_payment_payment_id" in {i["name"] for i in sa.inspect(eng).get_indexes("payment")}
+    finally:
+        eng.dispose()
 
 
 def test_one_open_assignment_per_loan_in_the_database(session: Session) -> None:  # noqa: F811

@@ -17,12 +17,16 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlalchemy.engine import Engine
+from temporalio import workflow
 from temporalio.client import WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
 
 import starter
+from client import connect
 from client.errors import EXIT_BAD_INPUT, ClientError
+from client.loans import LoanHealth, execution_status_label
 from client.queries import build_list_query
 from client.starts import parse_start_records, static_details, static_summary, validate_start
 from models.wire import CaseView
@@ -183,6 +187,8 @@ def test_amounts_are_converted_exactly(text: str, minor: int) -> None:
         ("1e3", "is not an amount"),
         ("-5", "is not an amount"),
         ("0", "greater than zero"),
+        ("12,50", "ambiguous"),  # a decimal comma, not ¥1,250.00
+        ("1,2,3", "ambiguous"),
     ],
 )
 def test_bad_amounts_exit_2(
@@ -236,6 +242,75 @@ def test_restructure_options_are_checked(
     assert message in capsys.readouterr().err
 
 
+APPROVAL = ["--approved-by", "supervisor.li", "--approval-ref", "APR-1"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "option"),
+    [
+        (["pay", "L-1", "10", "--payment-id", ""], "--payment-id"),
+        (["pay", "L-1", "10", "--payment-id", "P" * 129], "--payment-id"),
+        (["pay", "L-1", "10", "--payment-id", "P-1", "--channel", "a" * 100_000], None),
+        (
+            ["restructure", "L-1", "extension", "--days", "30", "--restructuring-id", "", *APPROVAL],
+            "--restructuring-id",
+        ),
+        (
+            ["restructure", "L-1", "waiver", "--waive-penalty", "--restructuring-id", "R" * 129, *APPROVAL],
+            "--restructuring-id",
+        ),
+        (["borrowers", "upsert", "--borrower-id", "", "--name", "王芳"], "--borrower-id"),
+        (["borrowers", "upsert", "--borrower-id", "B-1", "--name", "x" * 201], "--name"),
+    ],
+    ids=[
+        "empty-payment-id",
+        "payment-id-129",
+        "channel-huge",
+        "empty-restructuring-id",
+        "restructuring-id-129",
+        "empty-borrower-id",
+        "name-too-long",
+    ],
+)
+def test_what_a_wire_type_refuses_is_one_line_and_exit_2(
+    argv: list[str],
+    option: str | None,
+    unreachable: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Whatever the wire types refuse (models/wire.py decides), the CLI says it in one
+    line naming the option and exits 2 before connecting: no traceback, nothing sent."""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'c.db'}")
+    code = starter.main(argv)
+    captured = capsys.readouterr()
+    err = captured.err
+    if option is None:  # a value the wire types accept today: sent (and unreachable here)
+        assert code in (1, 2) and err.count("\n") == 1 and "Traceback" not in err, err
+        return
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("error: "), err
+    assert option in err and "Traceback" not in err and "validation error" not in err, err
+    assert "cannot reach" not in err and captured.out == ""
+
+
+def test_wire_errors_name_the_option_and_trim_the_value() -> None:
+    from pydantic import ValidationError
+
+    from models.wire import PaymentIn
+
+    with pytest.raises(ValidationError) as exc:
+        PaymentIn(payment_id="P" * 129, amount=1)
+    line = starter.refused_fields(exc.value, {})
+    assert line.startswith("--payment-id: ") and "129 characters" in line and "\n" not in line
+    assert len(line) < 200
+    with pytest.raises(ValidationError) as exc:
+        PaymentIn(payment_id="", amount="x")
+    line = starter.refused_fields(exc.value, {"amount": "AMOUNT"})
+    assert "(and 1 more problem)" in line
+
+
 def test_restructure_requires_an_approval(capsys: pytest.CaptureFixture[str]) -> None:
     assert starter.main(["restructure", "L-1", "extension", "--days", "30", "--restructuring-id", "R"]) == 2
     assert "--approved-by" in capsys.readouterr().err
@@ -277,6 +352,35 @@ def test_list_query_is_built_from_the_filters() -> None:
         'WorkflowType = "LoanCollection" AND CollectionStage = "AGENT" AND DaysPastDue >= 45 '
         'AND AssignedAgent = "a\\"b" AND ExecutionStatus = "Running"'
     )
+
+
+@pytest.mark.parametrize(
+    ("status", "stuck", "healthy"),
+    [
+        ("Running", False, True),
+        ("Completed", False, True),
+        ("Running", True, False),
+        ("Failed", False, False),
+        ("Terminated", False, False),
+        ("Canceled", False, False),
+        ("TimedOut", False, False),
+        ("ContinuedAsNew", False, False),
+    ],
+)
+def test_only_a_running_or_completed_workflow_is_healthy(status: str, stuck: bool, healthy: bool) -> None:
+    health = LoanHealth("L-1", "loan-L-1", "run", status, stuck=stuck, task_attempt=3, failure="boom")
+    assert health.healthy is healthy
+    text = health.describe()
+    assert ("stuck" in text and "attempt 3" in text) if stuck else text == f"{status}: boom"
+    assert [execution_status_label(int(s)) for s in WorkflowExecutionStatus] == [
+        "Running",
+        "Completed",
+        "Failed",
+        "Canceled",
+        "Terminated",
+        "ContinuedAsNew",
+        "TimedOut",
+    ]
 
 
 def test_ui_texts_carry_terms_and_no_personal_data() -> None:
@@ -497,6 +601,39 @@ async def test_pay_by_update_and_by_signal(cli: Cli) -> None:
 
 
 @pytest.mark.temporal
+async def test_one_payment_id_on_two_loans_is_in_both_ledgers(cli: Cli, wf_db: Engine) -> None:
+    """Each loan's workflow applies a payment_id once; the ledger books it for each loan
+    (no longer only for the first), and the second booking leaves an audit warning."""
+    from sqlmodel import select
+
+    from models.db import session_scope
+    from models.tables import AuditLog, Payment
+
+    a, b = overdue_record(2), overdue_record(2)
+    assert (await cli("disburse", cli.file([a, b])))[0] == 0
+    payment_id = f"GW-{uuid.uuid4().hex[:8]}"
+    for loan in (a, b):
+        await cli.state(loan["loan_id"], until=lambda s: s["stage"] == "GRACE")
+        code, out, err = await cli("pay", loan["loan_id"], "100.00", "--payment-id", payment_id)
+        assert code == 0 and "applied" in out and "already" not in out, out + err
+    code, out, _ = await cli("pay", b["loan_id"], "100.00", "--payment-id", payment_id)
+    assert code == 0 and "already applied" in out
+
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:  # booked by the workflow's record_case_events, just after its answer
+        with session_scope(wf_db) as s:
+            booked = sorted(
+                p.loan_id for p in s.exec(select(Payment).where(Payment.payment_id == payment_id))
+            )
+            warnings = [e for e in s.exec(select(AuditLog)) if e.event == "payment_id_reused"]
+        if len(booked) == 2 or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert booked == sorted([a["loan_id"], b["loan_id"]])
+    assert len(warnings) == 1 and warnings[0].loan_id == b["loan_id"] and a["loan_id"] in warnings[0].detail
+
+
+@pytest.mark.temporal
 async def test_a_paid_off_loan_is_closed(cli: Cli) -> None:
     loan = record()
     loan_id = loan["loan_id"]
@@ -510,6 +647,89 @@ async def test_a_paid_off_loan_is_closed(cli: Cli) -> None:
     code, _, err = await cli("pay", loan_id, "1.00", "--payment-id", "LATE")
     assert code == 1
     assert "closed" in err and err.count("\n") == 1
+
+
+@pytest.mark.temporal
+async def test_status_of_a_terminated_loan_shows_it_and_exits_1(
+    cli: Cli, dev_env: WorkflowEnvironment
+) -> None:
+    loan = overdue_record(10)
+    loan_id = loan["loan_id"]
+    assert (await cli("disburse", cli.file([loan])))[0] == 0
+    await cli.state(loan_id, until=lambda s: s["stage"] == "EARLY")
+    code, out, err = await cli("status", loan_id)
+    assert code == 0 and "workflow         Running" in out, err
+
+    await dev_env.client.get_workflow_handle(f"loan-{loan_id}").terminate(reason="test: operator error")
+    code, out, err = await cli("status", loan_id)
+    assert code == 1, out + err
+    assert "workflow         Terminated: test: operator error (by " in out
+    assert "will not happen" in out  # its next action is not shown as live
+    assert err.count("\n") == 1 and "Terminated" in err and "nothing more happens" in err, err
+
+    code, out, err = await cli("status", loan_id, "--json")
+    assert code == 1
+    assert set(json.loads(out)) == STATE_KEYS  # stdout: exactly the `state` answer
+    assert err.startswith(f"workflow loan-{loan_id}: Terminated") and err.count("\n") == 1, err
+
+
+@pytest.mark.temporal
+async def test_status_of_a_paid_off_loan_is_completed_and_exits_0(cli: Cli) -> None:
+    loan = record()
+    loan_id = loan["loan_id"]
+    assert (await cli("disburse", cli.file([loan])))[0] == 0
+    total = (await cli.state(loan_id))["outstanding"]["total"]
+    code, _, err = await cli("pay", loan_id, f"{total // 100}.{total % 100:02d}", "--payment-id", "PAYOFF")
+    assert code == 0, err
+    await cli.state(loan_id, until=lambda s: s["closed"])
+    deadline = asyncio.get_running_loop().time() + 30
+    while True:  # the workflow completes once it has written the closed loan down
+        code, out, err = await cli("status", loan_id)
+        if "Completed" in out or asyncio.get_running_loop().time() > deadline:
+            break
+        await asyncio.sleep(0.2)
+    assert code == 0 and "workflow         Completed" in out and err == "", out + err
+    code, out, err = await cli("status", loan_id, "--json")
+    assert code == 0 and json.loads(out)["closed"] is True
+    assert err == f"workflow loan-{loan_id}: Completed\n"
+
+
+@workflow.defn(name="BrokenForTest", sandboxed=False)
+class BrokenForTest:
+    """A workflow whose every task fails (as a LoanCollection whose code throws, or that
+    upserts an unregistered search attribute, does): it stays Running and does nothing."""
+
+    @workflow.run
+    async def run(self) -> None:
+        raise RuntimeError("deliberately broken for the test")
+
+
+@pytest.mark.temporal
+async def test_status_of_a_stuck_workflow_says_stuck_and_exits_1(
+    cli: Cli, dev_env: WorkflowEnvironment
+) -> None:
+    loan_id = f"STUCK-{uuid.uuid4().hex[:8]}"
+    queue = f"tq-broken-{uuid.uuid4().hex[:8]}"
+    async with Worker(dev_env.client, task_queue=queue, workflows=[BrokenForTest]):
+        handle = await dev_env.client.start_workflow(
+            BrokenForTest.run, id=f"loan-{loan_id}", task_queue=queue
+        )
+        try:
+            deadline = asyncio.get_running_loop().time() + 30
+            while True:  # until its first task has failed
+                code, out, err = await cli("status", loan_id, "--wait", "2")
+                if "stuck" in err or asyncio.get_running_loop().time() > deadline:
+                    break
+                await asyncio.sleep(0.3)
+            assert code == 1 and out == "", out + err
+            assert err.count("\n") == 1 and "Running but stuck" in err, err
+            assert "deliberately broken for the test" in err
+            code, out, err = await cli("status", loan_id, "--json")
+            assert code == 1 and out == "" and "stuck" in err
+            health = await (await connect(cli.settings)).health(loan_id)
+            assert health.stuck and health.status == "Running" and not health.healthy
+        finally:
+            await handle.terminate("test done")
 
 
 @pytest.mark.temporal
