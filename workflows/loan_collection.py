@@ -145,6 +145,7 @@ class LoanCollection:
         self.case: Case | None = carried
         self.changed = False  # a message changed the case: cut the current wait short
         self.journal: list[AuditEvent] = []  # audit entries not yet written down
+        self.audit_seq = 0  # audit entries made by this run (part of their keys)
         self.bookings: list[PaymentBooking] = []  # payments not yet booked
         self.published: dict[str, object] = {}  # search attributes as last upserted
         self.synced: object = None  # fingerprint of the projection last written
@@ -351,7 +352,10 @@ class LoanCollection:
         detail, source = clip_text(detail, LOG_MAX), clip_text(source, REF_MAX)
         workflow.logger.info("%s: %s (%s)", event, detail, source)
         now = workflow.now()
-        key = f"{self._case.loan_id}/audit/{event}/{source}/{now.isoformat()}/{len(self.journal)}"
+        # The sequence number is unique within the run (the index in the unwritten batch was
+        # not: two batches written at one workflow time collided and one entry was lost).
+        self.audit_seq += 1
+        key = f"{self._case.loan_id}/audit/{event}/{source[:64]}/{now.isoformat()}/{self.audit_seq}"
         self.journal.append(
             AuditEvent(key=key, loan_id=self._case.loan_id, at=now, event=event, detail=detail, source=source)
         )
