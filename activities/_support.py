@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import TypeVar
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.exc import DataError, IntegrityError, StatementError
 from sqlmodel import Session, SQLModel, select
 from temporalio.exceptions import ApplicationError
 
@@ -49,13 +49,22 @@ def utcnow() -> datetime:
 
 @contextmanager
 def unit_of_work(engine: Engine) -> Iterator[Session]:
-    """A write transaction (SQLite: BEGIN IMMEDIATE). A value the database refuses
-    (DataError: too long, out of range) will never fit: non-retryable."""
+    """A write transaction (SQLite: BEGIN IMMEDIATE). A value the database or its driver
+    refuses (DataError: too long, out of range; OverflowError / ValueError: an integer
+    beyond 64 bits, a NUL character) will never fit: non-retryable."""
     try:
         with session_scope(engine, immediate=True) as session:
             yield session
     except DataError as e:
-        raise non_retryable(f"invalid data: {e.orig}", "InvalidData") from e
+        raise non_retryable(f"invalid data: {clip(str(e.orig), 500)}", "InvalidData") from e
+    except StatementError as e:
+        # A value the driver cannot even bind (an int beyond 64 bits, a NUL in a string
+        # on PostgreSQL) will never fit either.
+        if isinstance(e.orig, OverflowError | ValueError):
+            raise non_retryable(f"invalid data: {clip(str(e.orig), 500)}", "InvalidData") from e
+        raise
+    except (OverflowError, ValueError) as e:
+        raise non_retryable(f"invalid data: {clip(str(e), 500)}", "InvalidData") from e
 
 
 def insert_once(engine: Engine, work: Callable[[Session], T], attempts: int = 3) -> T:

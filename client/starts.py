@@ -113,6 +113,7 @@ def validate_start(data: Any) -> LoanStart:
             currency=start.currency,
             max_annual_rate_bps=policy.max_annual_rate_bps,
             max_term_months=policy.max_term_months,
+            max_principal=policy.max_principal,
         )
     except TermsError as exc:
         raise ValueError(str(exc)) from None

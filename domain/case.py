@@ -92,6 +92,16 @@ class Rejection(BaseModel):
     reason: str
 
 
+class ActivityFailure(BaseModel):
+    """An activity that refused for good (non-retryable): what failed, why, and when the
+    workflow tries again (None: not retried, e.g. a contact counted as not delivered)."""
+
+    at: datetime
+    activity: str
+    error: str
+    retry_at: datetime | None = None
+
+
 class Restructuring(BaseModel):
     restructuring_id: str
     kind: str
@@ -143,3 +153,5 @@ class Case(BaseModel):
     payments: dict[str, Components] = Field(default_factory=dict)
     restructurings: list[Restructuring] = Field(default_factory=list)
     rejections: list[Rejection] = Field(default_factory=list)
+    # Activities that failed for good (the latest few; the audit log keeps them all).
+    failures: list[ActivityFailure] = Field(default_factory=list)

@@ -13,14 +13,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from domain.case import Case, Components, Rejection
+from domain.case import ActivityFailure, Case, Components, Rejection
 from domain.enums import RestructuringKind
 from domain.ledger import CaseError, apply_payment, outstanding, payment_date, today_for
 from domain.planner import reconcile
 from domain.restructure import already_applied, restructure
 
-# Refused signals kept on the case (the audit log keeps them all).
+# Refused signals kept on the case (the audit log keeps them all), each bounded: a caller
+# sending huge ids must not grow the case (carried across continue-as-new) or the logs.
 MAX_REJECTIONS_KEPT = 50
+MAX_FAILURES_KEPT = 20  # activity failures kept on the case
+REF_MAX = 128  # a rejection's message name and ref (the id), in characters
+REASON_MAX = 500  # a rejection's reason
+
+
+def clip_text(text: str, max_len: int) -> str:
+    """`text` cut to at most `max_len` characters (an ellipsis marks a cut)."""
+    return text if len(text) <= max_len else text[: max_len - 1] + "…"
 
 
 # --- Payments ----------------------------------------------------------------------------
@@ -113,6 +122,20 @@ def take_restructuring(
 
 
 def record_rejection(case: Case, *, message: str, ref: str | None, reason: str, at: datetime) -> Case:
-    """Remember a refused fire-and-forget message (the latest MAX_REJECTIONS_KEPT)."""
-    rejection = Rejection(at=at, message=message, ref=ref, reason=reason)
+    """Remember a refused fire-and-forget message (the latest MAX_REJECTIONS_KEPT, each
+    clipped to REF_MAX / REASON_MAX characters)."""
+    rejection = Rejection(
+        at=at,
+        message=clip_text(message, REF_MAX),
+        ref=None if ref is None else clip_text(ref, REF_MAX),
+        reason=clip_text(reason, REASON_MAX),
+    )
     return case.model_copy(update={"rejections": [*case.rejections, rejection][-MAX_REJECTIONS_KEPT:]})
+
+
+def record_failure(case: Case, *, activity: str, error: str, at: datetime, retry_at: datetime | None) -> Case:
+    """Remember an activity that failed for good (the latest MAX_FAILURES_KEPT, clipped)."""
+    failure = ActivityFailure(
+        at=at, activity=clip_text(activity, REF_MAX), error=clip_text(error, REASON_MAX), retry_at=retry_at
+    )
+    return case.model_copy(update={"failures": [*case.failures, failure][-MAX_FAILURES_KEPT:]})

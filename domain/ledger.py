@@ -245,11 +245,17 @@ def payment_date(case: Case, paid_at: datetime, now: datetime) -> datetime:
     the last change already applied (ledger events stay in order). Refused, naming
     `paid_at`: no UTC offset, in the future beyond the clock skew, before disbursal, or
     more than `payment_backdate_days` before it was reported."""
-    if paid_at.tzinfo is None:
+    if paid_at.tzinfo is None or paid_at.utcoffset() is None:
         raise CaseError("paid_at", "must carry a UTC offset, e.g. 2026-03-01T10:00:00+08:00")
     if paid_at > now + PAID_AT_SKEW:
         raise CaseError("paid_at", f"{paid_at.isoformat()} is in the future")
-    if today_for(case, paid_at) < case.disbursed_on:
+    try:
+        paid_on = today_for(case, paid_at)
+    except (OverflowError, ValueError):
+        # A time at the edge of the calendar (0001-01-01T00:00+14:00) has no local date:
+        # refused naming the field, never raised out of a message handler.
+        raise CaseError("paid_at", f"{paid_at.isoformat()} is out of range") from None
+    if paid_on < case.disbursed_on:
         raise CaseError("paid_at", "is before the loan was disbursed")
     limit = case.policy.payment_backdate_days
     if paid_at < now - timedelta(days=limit):

@@ -4,10 +4,20 @@ from __future__ import annotations
 
 from datetime import date, datetime
 
+from domain.calendar import CalendarError, local_date, zone
 from domain.case import Case, unpaid_installments
 from domain.enums import Product, RepaymentMethod
 from domain.policy import Policy
 from domain.schedule import build_schedule, validate_loan_terms
+
+
+def _known_zone(name: str) -> bool:
+    # An unknown zone is refused by validate_loan_terms, naming `timezone`.
+    try:
+        zone(name)
+    except CalendarError:
+        return False
+    return True
 
 
 def open_case(
@@ -37,6 +47,8 @@ def open_case(
         currency=currency,
         max_annual_rate_bps=policy.max_annual_rate_bps,
         max_term_months=policy.max_term_months,
+        max_principal=policy.max_principal,
+        today=local_date(now, timezone) if _known_zone(timezone) else None,
     )
     # A defaulted first due date (one month after disbursal) keeps the disbursal day of
     # month for the later due dates: disbursed Jan 31 -> Feb 29 -> Mar 31.

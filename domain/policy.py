@@ -110,6 +110,9 @@ class LadderStep(Strict):
 class Policy(Strict):
     name: str
     max_annual_rate_bps: int = Field(3600, ge=0, le=100_000)
+    # The largest principal a loan may be disbursed with (minor units; standard
+    # 10,000,000,000 = 100,000,000.00): a larger `principal` is refused at the start.
+    max_principal: int = Field(10_000_000_000, gt=0, le=10**15)
     grace_days: int = Field(3, ge=0)
     penalty_rate_multiplier_pct: int = Field(150, ge=0)
     penalty_day_basis: int = Field(360, gt=0)

@@ -7,7 +7,7 @@ installment absorbs rounding so principal sums exactly to the loan.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 from fractions import Fraction
 
 from pydantic import BaseModel
@@ -18,6 +18,9 @@ from domain.money import MoneyError, check_currency, round_half_up
 
 BPS = 10_000
 MONTHS = 12
+# A loan is disbursed at most this far ahead of the day it is onboarded (a disbursal
+# dated years ahead is a typo, and would sleep until then without a word).
+MAX_DISBURSAL_LEAD_DAYS = 366
 
 
 class TermsError(ValueError):
@@ -125,11 +128,21 @@ def validate_loan_terms(
     currency: str,
     max_annual_rate_bps: int,
     max_term_months: int,
+    max_principal: int | None = None,
+    today: date | None = None,
 ) -> date:
     """Checks the terms of a loan; returns the effective first due date.
+    `max_principal`: the policy's bound (minor units); `today`: the local day the loan is
+    onboarded (disbursed_on may be at most MAX_DISBURSAL_LEAD_DAYS after it).
     Raises TermsError naming the first bad field."""
     if isinstance(principal, bool) or not isinstance(principal, int) or principal <= 0:
         raise TermsError("principal", f"must be an integer > 0 in minor units (got {principal!r})")
+    if max_principal is not None and principal > max_principal:
+        raise TermsError(
+            "principal",
+            f"must be at most {max_principal} minor units under the policy (max_principal "
+            f"{max_principal}; got {principal})",
+        )
     if isinstance(term_months, bool) or not isinstance(term_months, int):
         raise TermsError("term_months", f"must be an integer (got {term_months!r})")
     if not 1 <= term_months <= max_term_months:
@@ -153,6 +166,12 @@ def validate_loan_terms(
         zone(timezone)
     except CalendarError as exc:
         raise TermsError("timezone", str(exc).split(": ", 1)[1]) from exc
+    if today is not None and disbursed_on > today + timedelta(days=MAX_DISBURSAL_LEAD_DAYS):
+        raise TermsError(
+            "disbursed_on",
+            f"{disbursed_on.isoformat()} is more than {MAX_DISBURSAL_LEAD_DAYS} days after today "
+            f"({today.isoformat()})",
+        )
     effective = first_due_date or default_first_due_date(disbursed_on)
     if effective <= disbursed_on:
         raise TermsError(

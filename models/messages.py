@@ -12,12 +12,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from domain.case import Case
-from domain.intake import RestructuringTaken, check_payment, take_payment, take_restructuring
+from domain.intake import (
+    REASON_MAX,
+    REF_MAX,
+    RestructuringTaken,
+    check_payment,
+    clip_text,
+    take_payment,
+    take_restructuring,
+)
 from domain.ledger import days_past_due, overdue_amount, stage, today_for
 from models import contract
 from models.views import allocation_of, installments_of, outstanding_of, payment_result
@@ -60,19 +68,45 @@ class Intake(Generic[M, A]):
     def ref(self, message: M) -> str:
         return str(getattr(message, self.id_field))
 
-    def decode(self, raw: M | dict[str, Any]) -> M | Undecodable:
-        """A signal's payload as the message, or why not (a payload that does not even
-        decode arrives as a dict, and is refused and recorded instead of dropped unseen)."""
+    def decode(self, raw: object, *extra: object) -> M | Undecodable:
+        """The payload as the message, or why not, naming the field. Handlers take their
+        payload undecoded (plain JSON), so a payload of any shape, count or type ends here
+        as a message or a refusal: never as a decoding error inside the SDK (which fails a
+        workflow task, drops a signal unseen or answers only "Failed decoding arguments")."""
+        if extra:
+            return Undecodable(self._raw_ref(raw), f"payload: expected one argument, got {1 + len(extra)}")
         if isinstance(raw, self.model):
             return raw
+        if not isinstance(raw, dict):
+            got = "nothing" if raw is None else f"a JSON {_json_kind(raw)}"
+            return Undecodable(None, f"payload: expected a JSON object, got {got}")
         try:
             return self.model.model_validate(raw)
         except ValidationError as exc:
-            reason = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'payload'}: {err['msg']}" for err in exc.errors()
-            )
-            ref = raw.get(self.id_field) if isinstance(raw, dict) else None
-            return Undecodable(str(ref) if ref is not None else None, reason)
+            return Undecodable(self._raw_ref(raw), clip_text(validation_reason(exc), REASON_MAX))
+
+    def _raw_ref(self, raw: object) -> str | None:
+        ref = raw.get(self.id_field) if isinstance(raw, dict) else None
+        return None if ref is None else clip_text(str(ref), REF_MAX)
+
+
+def validation_reason(exc: ValidationError) -> str:
+    """Every problem of a validation error as 'field: message; ...' (never the input)."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'payload'}: {err['msg']}" for err in exc.errors()
+    )
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    return type(value).__name__
 
 
 # --- record_payment / payment_received -----------------------------------------------------

@@ -23,6 +23,7 @@ from domain.ledger import (
 from domain.money import format_amount
 from domain.planner import PlannedAction, is_housekeeping, plan, reconcile
 from models.wire import (
+    ActivityFailureView,
     Allocation,
     CaseView,
     InstallmentView,
@@ -90,6 +91,7 @@ def case_view(case: Case, now: datetime) -> CaseView:
         credit_reported=case.credit_reported,
         legal_referred=case.legal_referred,
         closed=case.closed,
+        activity_failures=[ActivityFailureView(**f.model_dump()) for f in case.failures],
     )
 
 

@@ -7,10 +7,11 @@ PaymentResult, CaseView, ScheduleSummary) are the public interface in DESIGN.md.
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from domain.case import Case
 from domain.enums import (
@@ -28,6 +29,64 @@ class Wire(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# --- Edge types: what a caller may send -------------------------------------------------
+#
+# Every id and text field a caller sends is checked here, at the edge (the CLI, the
+# update validators and the signal intake all decode through these types), so nothing a
+# caller sends can reach an activity that would refuse it.
+
+# C0 and C1 controls (NUL, tabs, newlines ...), DEL, and the Unicode bidi controls that
+# make an id display as something else (LRM/RLM, embeddings/overrides, isolates).
+CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+IDENT_MAX = 128  # ids: payment_id, restructuring_id, borrower_id
+TEXT_MAX = 256  # free text: channel, approved_by, approval_ref
+CODE_MAX = 64  # names: currency, timezone, policy
+MAX_AMOUNT = 10**15  # any amount in minor units (10 trillion in major units)
+MAX_COUNT = 100_000  # months, days, basis points: far above any policy bound
+EARLIEST = date(2000, 1, 1)  # dates and times a caller sends lie in 2000 ... 2100
+LATEST = date(2100, 12, 31)
+
+
+def _text(max_len: int) -> AfterValidator:
+    def check(value: str) -> str:
+        bad = CONTROL_CHARS.search(value)
+        if bad is not None:
+            raise ValueError(f"must not contain control characters (found U+{ord(bad.group()):04X})")
+        value = value.strip()
+        if not value:
+            raise ValueError("must not be blank")
+        if len(value) > max_len:
+            raise ValueError(f"must be at most {max_len} characters (got {len(value)})")
+        return value
+
+    return AfterValidator(check)
+
+
+def _in_range(value: date) -> date:
+    day = value.date() if isinstance(value, datetime) else value
+    if not EARLIEST <= day <= LATEST:
+        raise ValueError(f"must lie between {EARLIEST.isoformat()} and {LATEST.isoformat()}")
+    return value
+
+
+def _day_in_range(value: datetime) -> datetime:
+    _in_range(value.date())
+    return value
+
+
+# An id: stripped, non-blank, at most IDENT_MAX characters, no control characters.
+Ident = Annotated[str, Field(strict=True), _text(IDENT_MAX)]
+# Free text a person or a gateway sends (same rules, a larger bound).
+Text = Annotated[str, Field(strict=True), _text(TEXT_MAX)]
+Code = Annotated[str, Field(strict=True), _text(CODE_MAX)]
+# Integers are integers: true, 1.0 and "100" are refused.
+Amount = Annotated[int, Field(strict=True, le=MAX_AMOUNT)]
+Count = Annotated[int, Field(strict=True, le=MAX_COUNT)]
+# Dates may come as ISO strings (JSON has no date type); years 2000 ... 2100 only.
+Day = Annotated[date, AfterValidator(_in_range)]
+Instant = Annotated[datetime, AfterValidator(_day_in_range)]
+
+
 # --- The contract -------------------------------------------------------------------
 
 
@@ -36,37 +95,37 @@ class LoanStart(Wire):
     (validate_loan_terms); the CLI and the workflow both call it."""
 
     loan_id: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
-    borrower_id: str = Field(min_length=1, max_length=64)
+    borrower_id: Annotated[Ident, Field(max_length=64)]
     product: Product
-    currency: str = "CNY"
-    principal: int
-    annual_rate_bps: int
-    term_months: int
+    currency: Code = "CNY"
+    principal: Amount
+    annual_rate_bps: Count
+    term_months: Count
     repayment_method: RepaymentMethod
-    disbursed_on: date
-    first_due_date: date | None = None
-    timezone: str = "Asia/Shanghai"
-    policy: str = "standard"
+    disbursed_on: Day
+    first_due_date: Day | None = None
+    timezone: Code = "Asia/Shanghai"
+    policy: Code = "standard"
 
 
 class PaymentIn(Wire):
-    payment_id: str = Field(min_length=1, max_length=128)
-    amount: int
-    paid_at: datetime | None = None
-    channel: str | None = None
+    payment_id: Ident
+    amount: Amount
+    paid_at: Instant | None = None
+    channel: Text | None = None
     # Optional check from the payment gateway: when given it must be the loan's currency.
-    currency: str | None = None
+    currency: Code | None = None
 
 
 class RestructuringIn(Wire):
-    restructuring_id: str = Field(min_length=1, max_length=128)
+    restructuring_id: Ident
     kind: RestructuringKind
-    approved_by: str | None = None
-    approval_ref: str | None = None
-    extension_days: int | None = None
-    new_term_months: int | None = None
-    waive_penalty: bool = False
-    waive_amount: int | None = None
+    approved_by: Text | None = None
+    approval_ref: Text | None = None
+    extension_days: Count | None = None
+    new_term_months: Count | None = None
+    waive_penalty: Annotated[bool, Field(strict=True)] = False
+    waive_amount: Amount | None = None
 
 
 class Allocation(Wire):
@@ -108,8 +167,19 @@ class NextActionView(Wire):
     at: datetime
 
 
+class ActivityFailureView(Wire):
+    """An activity that refused for good: `retry_at` is when the workflow tries again
+    (null: not retried, e.g. a contact counted as not delivered)."""
+
+    at: datetime
+    activity: str
+    error: str
+    retry_at: datetime | None = None
+
+
 class CaseView(Wire):
-    """The `state` query answer."""
+    """The `state` query answer. `activity_failures` is an addition to DESIGN.md's shape
+    (the latest activities that failed for good; empty when none)."""
 
     loan_id: str
     stage: CollectionStage
@@ -123,6 +193,7 @@ class CaseView(Wire):
     credit_reported: bool
     legal_referred: bool
     closed: bool
+    activity_failures: list[ActivityFailureView] = Field(default_factory=list)
 
 
 class ScheduleSummary(Wire):

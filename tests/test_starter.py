@@ -498,6 +498,8 @@ STATE_KEYS = {
     "credit_reported",
     "legal_referred",
     "closed",
+    # Additive (README, contract notes): activities that failed for good, usually empty.
+    "activity_failures",
 }
 
 

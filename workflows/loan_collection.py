@@ -8,30 +8,31 @@ file only sequences.
 """
 
 import contextlib
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
+from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel
+    from pydantic import BaseModel, ValidationError
 
     from activities.cases import CaseActivities
     from activities.contacts import ContactActivities
     from activities.records import RecordActivities
     from domain.case import Case
     from domain.enums import CONTACT_KINDS, ActionKind, CollectionStage
-    from domain.intake import record_rejection
+    from domain.intake import REASON_MAX, REF_MAX, clip_text, record_failure, record_rejection
     from domain.ledger import CaseError, stage, today_for
     from domain.onboarding import open_case
     from domain.planner import Outcome, PlannedAction, next_action, reconcile, record_outcome
     from domain.policy import Policy, PolicyError, load_policy
     from domain.schedule import TermsError
     from models import actions, contract, search
-    from models.messages import PAYMENT, RESTRUCTURING, Intake, Undecodable
+    from models.messages import PAYMENT, RESTRUCTURING, Intake, Undecodable, validation_reason
     from models.views import (
         case_view,
         details_markdown,
@@ -47,10 +48,8 @@ with workflow.unsafe.imports_passed_through():
         CaseView,
         LoanStart,
         PaymentBooking,
-        PaymentIn,
         PaymentResult,
         PolicyRequest,
-        RestructuringIn,
         ScheduleSummary,
     )
 
@@ -59,6 +58,64 @@ A = TypeVar("A")
 R = TypeVar("R")
 P = ParamSpec("P")
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=10))
+# An activity that refused for good (non-retryable) never ends the loan's workflow: what it
+# had to do is tried again after a backoff that doubles from RETRY_FIRST up to RETRY_MAX.
+RETRY_FIRST = timedelta(minutes=1)
+RETRY_MAX = timedelta(hours=6)
+LOG_MAX = 500  # characters of an audit detail (and its log line)
+
+
+@dataclass
+class Backoff:
+    """When to try again after an activity failed for good: never a hot loop."""
+
+    failures: int = 0
+    until: datetime | None = None
+
+    def fail(self, now: datetime) -> datetime:
+        delay = min(RETRY_FIRST * 2 ** min(self.failures, 16), RETRY_MAX)
+        self.failures += 1
+        self.until = now + delay
+        return self.until
+
+    def ok(self) -> None:
+        self.failures, self.until = 0, None
+
+    def waiting(self, now: datetime) -> bool:
+        return self.until is not None and now < self.until
+
+
+class ActivityFailed(Exception):
+    """A local activity that failed for good (non-retryable; retryable errors are retried
+    by the activity's retry policy and never end here). Raised by `_local` for whichever
+    form the SDK reports it in (an ActivityError, or the activity's ApplicationError), and
+    always caught in this file: it never reaches the SDK."""
+
+    def __init__(self, activity: str, error_type: str | None, message: str) -> None:
+        super().__init__(f"{activity}: {message}")
+        self.activity, self.error_type, self.message = activity, error_type, message
+
+
+def decode_start(arg: object) -> LoanStart | CarriedCase:
+    """The workflow's argument: a start input (DESIGN.md) or, after continue-as-new, the
+    carried case. Decoded here rather than by the SDK, so an invalid start input fails the
+    workflow as `InvalidLoan` naming the field instead of failing its first task forever."""
+    try:
+        if isinstance(arg, LoanStart | CarriedCase):
+            return arg
+        if isinstance(arg, dict) and set(arg) == {"start", "case"}:
+            return CarriedCase.model_validate(arg)
+        if not isinstance(arg, dict):
+            raise ApplicationError(
+                "invalid start input: (record): expected a JSON object",
+                type="InvalidLoan",
+                non_retryable=True,
+            )
+        return LoanStart.model_validate(arg)
+    except ValidationError as exc:
+        raise ApplicationError(
+            f"invalid start input: {validation_reason(exc)}", type="InvalidLoan", non_retryable=True
+        ) from None
 
 
 def typed_update(name: str) -> Callable[[Callable[P, Awaitable[R]]], workflow.UpdateMethodMultiParam[P, R]]:
@@ -70,25 +127,42 @@ def typed_update(name: str) -> Callable[[Callable[P, Awaitable[R]]], workflow.Up
 @workflow.defn(name=contract.WORKFLOW_TYPE)
 class LoanCollection:
     @workflow.init
-    def __init__(self, arg: LoanStart | CarriedCase) -> None:
-        start, carried = (arg.start, arg.case) if isinstance(arg, CarriedCase) else (arg, None)
-        self.start = start
+    def __init__(self, arg: Any) -> None:
+        # The argument is taken undecoded (see decode_start): an invalid one is refused by
+        # run(); until then handlers wait and the query refuses.
+        self.invalid: ApplicationError | None = None
+        self.start: LoanStart | None = None
+        carried: Case | None = None
+        try:
+            decoded = decode_start(arg)
+        except ApplicationError as exc:
+            self.invalid = exc
+        else:
+            self.start, carried = (
+                (decoded.start, decoded.case) if isinstance(decoded, CarriedCase) else (decoded, None)
+            )
         # None until run() has opened the case (a new loan: after its policy is loaded).
         self.case: Case | None = carried
         self.changed = False  # a message changed the case: cut the current wait short
         self.journal: list[AuditEvent] = []  # audit entries not yet written down
+        self.audit_seq = 0  # audit entries made by this run (part of their keys)
         self.bookings: list[PaymentBooking] = []  # payments not yet booked
         self.published: dict[str, object] = {}  # search attributes as last upserted
         self.synced: object = None  # fingerprint of the projection last written
         self.last_stage: CollectionStage | None = None
+        self.loan_recorded = carried is not None  # record_loan done (a continued run: long ago)
+        self.write_retry = Backoff()  # writing down (record_loan, record_case_events) failed
+        self.act_retry = Backoff()  # a planned step's activity failed
 
     # --- The story of a loan ------------------------------------------------------------
 
     @workflow.run
-    async def run(self, arg: LoanStart | CarriedCase) -> CaseView:
-        if not isinstance(arg, CarriedCase):
-            self.case = await self._open(arg)
-            await self._record_loan(arg)
+    async def run(self, arg: Any) -> CaseView:
+        if self.invalid is not None:
+            raise self.invalid
+        if self.case is None:  # a new loan (a continued run carries its case)
+            self.case = await self._open(self._start)
+            await self._record_loan(self._start)
         while True:
             # Reset before anything awaits: a message handled while this pass writes
             # records or acts must cut the next wait short.
@@ -101,14 +175,17 @@ class LoanCollection:
                 break  # closed, nothing owed
             if workflow.info().is_continue_as_new_suggested():
                 await self._settle()
-                workflow.continue_as_new(CarriedCase(start=self.start, case=self._case))
-            if action.at > now:
+                workflow.continue_as_new(CarriedCase(start=self._start, case=self._case))
+            wake, summary = self._next_wake(action, now)
+            if wake > now:
                 # Publish only when the case is settled until the next wake, so the
                 # search attributes change once per wake, not once per step.
                 self._publish(now)
-                await self._sleep_until(action, now)
+                await self._sleep(wake - now, summary)
                 continue  # plan again: the time came, or a message changed the case
             outcome = await self._act(action)
+            if outcome is None:
+                continue  # its activity failed for good: tried again after a backoff
             self.case = record_outcome(self._case, action, outcome, workflow.now())
         await self._settle()
         self._publish(workflow.now())
@@ -125,49 +202,100 @@ class LoanCollection:
                 summary=f"load policy {start.policy} for {start.product.value}",
             )
             return self._new_case(start, policy)
-        except ActivityError as exc:
-            reason = exc.cause.message if isinstance(exc.cause, ApplicationError) else str(exc)
+        except ActivityFailed as exc:
             raise ApplicationError(
-                f"invalid start input: {reason}", type="InvalidLoan", non_retryable=True
-            ) from exc
+                f"invalid start input: {exc.message}", type="InvalidLoan", non_retryable=True
+            ) from None
         except TermsError as exc:
             raise ApplicationError(
                 f"invalid start input: {exc}", type="InvalidLoan", non_retryable=True
             ) from exc
 
     async def _record_loan(self, start: LoanStart) -> None:
-        await self._local(
-            RecordActivities.record_loan,
-            actions.loan_record(start, self._case, workflow.now()),
-            summary=f"record loan {start.loan_id} and its schedule",
-        )
+        await self._try_record_loan(start, workflow.now())
         self._audit("opened", f"loan opened in stage {self._stage().value}", "start")
 
-    async def _sleep_until(self, action: PlannedAction, now: datetime) -> None:
+    async def _try_record_loan(self, start: LoanStart, now: datetime) -> bool:
+        """record_loan; a loan id already closed (LoanConflict) fails the workflow as a
+        deliberate start-time refusal, any other failure is retried with the write-down."""
+        try:
+            await self._local(
+                RecordActivities.record_loan,
+                actions.loan_record(start, self._case, now),
+                summary=f"record loan {start.loan_id} and its schedule",
+            )
+        except ActivityFailed as exc:
+            if exc.error_type == "LoanConflict":
+                raise ApplicationError(exc.message, type="LoanConflict", non_retryable=True) from None
+            self._failed(exc, now, self.write_retry)
+            return False
+        self.loan_recorded = True
+        return True
+
+    def _next_wake(self, action: PlannedAction, now: datetime) -> tuple[datetime, str]:
+        """When to plan again: when the action is due, or, while a failed activity backs
+        off, when it is tried again."""
+        wake, summary = action.at, f"until {action.summary}"
+        if action.at <= now and self.act_retry.waiting(now):
+            assert self.act_retry.until is not None
+            wake, summary = self.act_retry.until, f"retry {action.summary} after a failure"
+        if self.write_retry.until is not None and now < self.write_retry.until < wake:
+            wake, summary = self.write_retry.until, "retry writing down after a failure"
+        return wake, summary
+
+    async def _sleep(self, timeout: timedelta, summary: str) -> None:
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
-                lambda: self.changed, timeout=action.at - now, timeout_summary=f"until {action.summary}"
+                lambda: self.changed, timeout=timeout, timeout_summary=summary[:400]
             )
+
+    def _unwritten(self) -> bool:
+        return bool(self.bookings or self.journal or not self.loan_recorded or self.write_retry.until)
 
     async def _settle(self) -> None:
         """Write everything down before the run ends. A message handled while the last
         records are written queues more; loop until nothing is left and no handler runs,
-        then end without awaiting again."""
+        then end without awaiting again. While writing down fails, wait for its backoff
+        (the run stays open until its records are written)."""
         while True:
             await workflow.wait_condition(workflow.all_handlers_finished)
-            await self._write_down(workflow.now())
-            if not self.bookings and not self.journal and workflow.all_handlers_finished():
+            now = workflow.now()
+            if self.write_retry.waiting(now):
+                assert self.write_retry.until is not None
+                await workflow.sleep(
+                    self.write_retry.until - now, summary="retry writing down after a failure"
+                )
+                continue
+            await self._write_down(now)
+            if not self._unwritten() and workflow.all_handlers_finished():
                 return
 
     # --- Steps: each planned action is one activity (two for a delivered credit notice) -----
 
-    async def _act(self, action: PlannedAction) -> Outcome:
-        case, now, kind = self._case, workflow.now(), action.kind
+    async def _act(self, action: PlannedAction) -> Outcome | None:
+        """The step's outcome, or None when an activity failed for good: the step stays
+        owed and is tried again after a backoff. A contact that failed for good counts
+        as not delivered (like a suppressed one) and is not retried."""
+        now = workflow.now()
+        try:
+            outcome = await self._perform(action, now)
+        except ActivityFailed as exc:
+            self._failed(exc, now, self.act_retry)
+            return None
+        self.act_retry.ok()
+        return outcome
+
+    async def _perform(self, action: PlannedAction, now: datetime) -> Outcome:
+        case, kind = self._case, action.kind
         if kind is ActionKind.REFRESH:
             return Outcome()
         if kind in CONTACT_KINDS:
             contact = actions.contact_request(case, action, now)
-            sent = await self._local(ContactActivities.send_contact, contact, summary=action.summary)
+            try:
+                sent = await self._local(ContactActivities.send_contact, contact, summary=action.summary)
+            except ActivityFailed as exc:
+                self._failed(exc, now, None)
+                return Outcome(delivered=False)
             if kind is ActionKind.CREDIT_NOTICE and sent.status == "delivered":
                 await self._file(action, now)
             return actions.contact_outcome(sent)
@@ -190,20 +318,44 @@ class LoanCollection:
         # Local activities: each side effect is one marker event in history instead of
         # three activity events plus a workflow task, which keeps a 10-year loan well
         # inside the history budget. Each activity is idempotent by its business key.
-        return await workflow.execute_local_activity_method(
-            activity,
-            arg,
-            start_to_close_timeout=timedelta(seconds=30),
-            retry_policy=ACTIVITY_RETRY,
-            summary=summary[:400],
-        )
+        try:
+            return await workflow.execute_local_activity_method(
+                activity,
+                arg,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=ACTIVITY_RETRY,
+                summary=summary[:400],
+            )
+        except ActivityError as exc:
+            cause = exc.cause
+            name = exc.activity_type or getattr(activity, "__name__", "activity")
+        except ApplicationError as exc:
+            cause, name = exc, getattr(activity, "__name__", "activity")
+        if isinstance(cause, ApplicationError):
+            raise ActivityFailed(name, cause.type, cause.message)
+        raise ActivityFailed(name, None, str(cause))
 
     # --- Writing down: audit, payments booked, projection; search attributes ------------
 
+    def _failed(self, exc: ActivityFailed, now: datetime, backoff: Backoff | None) -> None:
+        """An activity failed for good: remembered on the case (the `state` answer's
+        `activity_failures`) and audited; `backoff` says when to try again."""
+        error = f"{exc.error_type}: {exc.message}" if exc.error_type else exc.message
+        activity = exc.activity
+        retry_at = backoff.fail(now) if backoff is not None else None
+        self.case = record_failure(self._case, activity=activity, error=error, at=now, retry_at=retry_at)
+        then = f"; retry at {retry_at.isoformat()}" if retry_at else "; not retried"
+        self._audit("activity_failed", f"{activity} failed: {error}{then}", f"activity:{activity}")
+
     def _audit(self, event: str, detail: str, source: str) -> None:
+        # Clipped: what a caller sends (a huge id) must not grow the audit log or the logs.
+        detail, source = clip_text(detail, LOG_MAX), clip_text(source, REF_MAX)
         workflow.logger.info("%s: %s (%s)", event, detail, source)
         now = workflow.now()
-        key = f"{self._case.loan_id}/audit/{event}/{source}/{now.isoformat()}/{len(self.journal)}"
+        # The sequence number is unique within the run (the index in the unwritten batch was
+        # not: two batches written at one workflow time collided and one entry was lost).
+        self.audit_seq += 1
+        key = f"{self._case.loan_id}/audit/{event}/{source[:64]}/{now.isoformat()}/{self.audit_seq}"
         self.journal.append(
             AuditEvent(key=key, loan_id=self._case.loan_id, at=now, event=event, detail=detail, source=source)
         )
@@ -215,17 +367,27 @@ class LoanCollection:
         if self.last_stage is not None and current is not self.last_stage:
             self._audit("stage", f"{self.last_stage.value} -> {current.value}", "rule:stage")
         self.last_stage = current
+        if self.write_retry.waiting(now):
+            return  # failed lately: tried again when the backoff ends
+        if not self.loan_recorded and not await self._try_record_loan(self._start, now):
+            return
         snapshot = projection(self._case, now)
         fingerprint = projection_fingerprint(snapshot)
         changed = fingerprint != self.synced
         if self.bookings or self.journal or changed:
-            events = CaseEvents(
-                payments=self.bookings, audit=self.journal, projection=snapshot if changed else None
-            )
+            bookings, journal = self.bookings, self.journal
+            events = CaseEvents(payments=bookings, audit=journal, projection=snapshot if changed else None)
             self.bookings, self.journal = [], []
             summary = actions.events_summary(events)
-            await self._local(RecordActivities.record_case_events, events, summary=summary)
+            try:
+                await self._local(RecordActivities.record_case_events, events, summary=summary)
+            except ActivityFailed as exc:
+                # Kept queued (with anything handled meanwhile) and written once it works.
+                self.bookings, self.journal = bookings + self.bookings, journal + self.journal
+                self._failed(exc, now, self.write_retry)
+                return
             self.synced = fingerprint
+        self.write_retry.ok()
 
     def _publish(self, now: datetime) -> None:
         view = case_view(self._case, now)
@@ -236,51 +398,76 @@ class LoanCollection:
 
     # --- Messages: every update, its validator and its signal twin share one intake -------
 
+    # Handlers take their payload undecoded (plain JSON, any count of arguments) and decode
+    # it through the intake: a payload of any shape is refused naming the field (update) or
+    # recorded as rejected (signal), never left to the SDK's decoding.
+
     @typed_update(contract.RECORD_PAYMENT)
-    async def record_payment(self, payment: PaymentIn) -> PaymentResult:
-        return await self._update(PAYMENT, payment)
+    async def record_payment(self, payment: Any = None, *extra: Any) -> PaymentResult:
+        return await self._update(PAYMENT, payment, extra)
 
     @record_payment.validator
-    def _validate_payment(self, payment: PaymentIn) -> None:
-        self._validate(PAYMENT, payment)
+    def _validate_payment(self, payment: Any = None, *extra: Any) -> None:
+        self._validate(PAYMENT, payment, extra)
 
     @workflow.signal(name=contract.PAYMENT_RECEIVED)
-    async def payment_received(self, raw: PaymentIn | dict[str, Any]) -> None:
-        await self._signal(PAYMENT, raw)
+    async def payment_received(self, payment: Any = None, *extra: Any) -> None:
+        await self._signal(PAYMENT, payment, extra)
 
     @typed_update(contract.APPLY_RESTRUCTURING)
-    async def apply_restructuring(self, req: RestructuringIn) -> ScheduleSummary:
-        return await self._update(RESTRUCTURING, req)
+    async def apply_restructuring(self, req: Any = None, *extra: Any) -> ScheduleSummary:
+        return await self._update(RESTRUCTURING, req, extra)
 
     @apply_restructuring.validator
-    def _validate_restructuring(self, req: RestructuringIn) -> None:
-        self._validate(RESTRUCTURING, req)
+    def _validate_restructuring(self, req: Any = None, *extra: Any) -> None:
+        self._validate(RESTRUCTURING, req, extra)
 
     @workflow.signal(name=contract.RESTRUCTURING_APPROVED)
-    async def restructuring_approved(self, raw: RestructuringIn | dict[str, Any]) -> None:
-        await self._signal(RESTRUCTURING, raw)
+    async def restructuring_approved(self, req: Any = None, *extra: Any) -> None:
+        await self._signal(RESTRUCTURING, req, extra)
 
-    def _validate(self, intake: Intake[M, Any], message: M) -> None:
+    @workflow.signal(dynamic=True)
+    async def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
+        """A signal this workflow has no handler for: recorded as rejected, not dropped."""
+        await self._opened()
+        self._reject(name, None, f"unknown signal ({len(args)} argument(s)); nothing was applied")
+
+    def _decoded(self, intake: Intake[M, Any], raw: Any, extra: Sequence[Any]) -> M:
+        message = intake.decode(raw, *extra)
+        if isinstance(message, Undecodable):
+            raise ApplicationError(message.reason, type=intake.error_type)
+        return message
+
+    def _validate(self, intake: Intake[M, Any], raw: Any, extra: Sequence[Any]) -> None:
         """Refuses bad input before it is accepted: nothing is added to history."""
+        message = self._decoded(intake, raw, extra)
         if self.case is None:
             return  # not opened yet: the handler checks once it is
         try:
             intake.check(self.case, message, workflow.now())
         except CaseError as exc:
-            raise ApplicationError(str(exc), type=intake.error_type) from exc
+            raise ApplicationError(clip_text(str(exc), REASON_MAX), type=intake.error_type) from exc
 
-    async def _update(self, intake: Intake[M, A], message: M) -> A:
+    async def _update(self, intake: Intake[M, A], raw: Any, extra: Sequence[Any]) -> A:
+        message = self._decoded(intake, raw, extra)
         await self._opened()
         try:
             return self._take(intake, message, f"update:{intake.update}")
         except CaseError as exc:  # the case changed between validator and handler
-            raise ApplicationError(str(exc), type=intake.error_type) from exc
+            raise ApplicationError(clip_text(str(exc), REASON_MAX), type=intake.error_type) from exc
+        except ApplicationError:
+            raise
+        except Exception as exc:  # a bug must fail this update, never the workflow task
+            workflow.logger.exception("%s failed", intake.update)
+            raise ApplicationError(
+                clip_text(f"could not apply: {type(exc).__name__}: {exc}", REASON_MAX), type=intake.error_type
+            ) from exc
 
-    async def _signal(self, intake: Intake[M, Any], raw: M | dict[str, Any]) -> None:
+    async def _signal(self, intake: Intake[M, Any], raw: Any, extra: Sequence[Any]) -> None:
         """Fire-and-forget: an invalid message is recorded as rejected, never raised (a
         signal handler that raises fails the workflow)."""
         await self._opened()
-        message = intake.decode(raw)
+        message = intake.decode(raw, *extra)
         if isinstance(message, Undecodable):
             self._reject(intake.signal, message.ref, message.reason)
             return
@@ -288,6 +475,9 @@ class LoanCollection:
             self._take(intake, message, f"signal:{intake.signal}")
         except CaseError as exc:
             self._reject(intake.signal, intake.ref(message), str(exc))
+        except Exception as exc:  # anything else: still applied or rejected, never raised
+            workflow.logger.exception("%s failed", intake.signal)
+            self._reject(intake.signal, intake.ref(message), f"could not apply: {type(exc).__name__}: {exc}")
 
     def _take(self, intake: Intake[M, A], message: M, source: str) -> A:
         taken = intake.take(self._case, message, workflow.now())
@@ -301,7 +491,10 @@ class LoanCollection:
 
     def _reject(self, message: str, ref: str | None, reason: str) -> None:
         self.case = record_rejection(self._case, message=message, ref=ref, reason=reason, at=workflow.now())
-        self._audit("rejected", f"{message} {ref or ''} rejected: {reason}", f"signal:{message}")
+        last = self._case.rejections[-1]  # as kept: clipped
+        self._audit(
+            "rejected", f"{last.message} {last.ref or ''} rejected: {last.reason}", f"signal:{last.message}"
+        )
         self.changed = True
 
     async def _opened(self) -> Case:
@@ -314,10 +507,14 @@ class LoanCollection:
         now = query_time(workflow.now())
         if self.case is not None:
             return case_view(self.case, now)
+        if self.invalid is not None:
+            raise self.invalid
         # Asked before the first task opened the case: answer from the policy file as it
         # is now. A query is read-only and never replayed, so this cannot change history.
         try:
-            provisional = self._new_case(self.start, load_policy(self.start.policy, self.start.product.value))
+            provisional = self._new_case(
+                self._start, load_policy(self._start.policy, self._start.product.value)
+            )
         except (TermsError, PolicyError) as exc:
             raise ApplicationError(f"invalid start input: {exc}", type="InvalidLoan") from exc
         return case_view(provisional, now)
@@ -333,6 +530,11 @@ class LoanCollection:
     def _case(self) -> Case:
         assert self.case is not None
         return self.case
+
+    @property
+    def _start(self) -> LoanStart:
+        assert self.start is not None
+        return self.start
 
     def _stage(self) -> CollectionStage:
         return stage(self._case, today_for(self._case, workflow.now()))
