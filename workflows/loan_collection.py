@@ -347,7 +347,10 @@ class LoanCollection:
         then = f"; retry at {retry_at.isoformat()}" if retry_at else "; not retried"
         self._audit("activity_failed", f"{activity} failed: {error}{then}", f"activity:{activity}")
 
-    def _audit(self, event: str, detail: str, source: str) -> None:
+    def _audit(self, event: str, detail: str, source: str, once_per: str | None = None) -> None:
+        """`once_per`: the message id of an event that happens once per id (a payment or a
+        restructuring applied): its key is the id, so a message handled again after a
+        worker died mid-task (redelivered at another workflow time) is written once."""
         # Clipped: what a caller sends (a huge id) must not grow the audit log or the logs.
         detail, source = clip_text(detail, LOG_MAX), clip_text(source, REF_MAX)
         workflow.logger.info("%s: %s (%s)", event, detail, source)
@@ -355,7 +358,11 @@ class LoanCollection:
         # The sequence number is unique within the run (the index in the unwritten batch was
         # not: two batches written at one workflow time collided and one entry was lost).
         self.audit_seq += 1
-        key = f"{self._case.loan_id}/audit/{event}/{source[:64]}/{now.isoformat()}/{self.audit_seq}"
+        key = (
+            f"{self._case.loan_id}/audit/{event}/{once_per}"
+            if once_per is not None
+            else f"{self._case.loan_id}/audit/{event}/{source[:64]}/{now.isoformat()}/{self.audit_seq}"
+        )
         self.journal.append(
             AuditEvent(key=key, loan_id=self._case.loan_id, at=now, event=event, detail=detail, source=source)
         )
@@ -485,7 +492,7 @@ class LoanCollection:
             self.case = taken.case
             self.bookings += taken.bookings
             if taken.audit is not None:
-                self._audit(*taken.audit, source)
+                self._audit(*taken.audit, source, once_per=intake.ref(message))
             self.changed = True
         return taken.answer
 
