@@ -8,17 +8,16 @@ file only sequences.
 """
 
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, TypeVar
 
 from temporalio import workflow
 from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
-    from pydantic import BaseModel, ValidationError
+    from pydantic import BaseModel
 
     from activities.cases import CaseActivities
     from activities.contacts import ContactActivities
@@ -32,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.policy import Policy, PolicyError, load_policy
     from domain.schedule import TermsError
     from models import actions, contract, search
-    from models.messages import PAYMENT, RESTRUCTURING, Intake, Undecodable, validation_reason
+    from models.messages import PAYMENT, RESTRUCTURING, Intake, Undecodable
     from models.views import (
         case_view,
         details_markdown,
@@ -52,76 +51,13 @@ with workflow.unsafe.imports_passed_through():
         PolicyRequest,
         ScheduleSummary,
     )
+    from workflows.support import ActivityFailed, Backoff, decode_start, typed_update
 
 M = TypeVar("M", bound=BaseModel)
 A = TypeVar("A")
 R = TypeVar("R")
-P = ParamSpec("P")
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=10))
-# An activity that refused for good (non-retryable) never ends the loan's workflow: what it
-# had to do is tried again after a backoff that doubles from RETRY_FIRST up to RETRY_MAX.
-RETRY_FIRST = timedelta(minutes=1)
-RETRY_MAX = timedelta(hours=6)
 LOG_MAX = 500  # characters of an audit detail (and its log line)
-
-
-@dataclass
-class Backoff:
-    """When to try again after an activity failed for good: never a hot loop."""
-
-    failures: int = 0
-    until: datetime | None = None
-
-    def fail(self, now: datetime) -> datetime:
-        delay = min(RETRY_FIRST * 2 ** min(self.failures, 16), RETRY_MAX)
-        self.failures += 1
-        self.until = now + delay
-        return self.until
-
-    def ok(self) -> None:
-        self.failures, self.until = 0, None
-
-    def waiting(self, now: datetime) -> bool:
-        return self.until is not None and now < self.until
-
-
-class ActivityFailed(Exception):
-    """A local activity that failed for good (non-retryable; retryable errors are retried
-    by the activity's retry policy and never end here). Raised by `_local` for whichever
-    form the SDK reports it in (an ActivityError, or the activity's ApplicationError), and
-    always caught in this file: it never reaches the SDK."""
-
-    def __init__(self, activity: str, error_type: str | None, message: str) -> None:
-        super().__init__(f"{activity}: {message}")
-        self.activity, self.error_type, self.message = activity, error_type, message
-
-
-def decode_start(arg: object) -> LoanStart | CarriedCase:
-    """The workflow's argument: a start input (DESIGN.md) or, after continue-as-new, the
-    carried case. Decoded here rather than by the SDK, so an invalid start input fails the
-    workflow as `InvalidLoan` naming the field instead of failing its first task forever."""
-    try:
-        if isinstance(arg, LoanStart | CarriedCase):
-            return arg
-        if isinstance(arg, dict) and set(arg) == {"start", "case"}:
-            return CarriedCase.model_validate(arg)
-        if not isinstance(arg, dict):
-            raise ApplicationError(
-                "invalid start input: (record): expected a JSON object",
-                type="InvalidLoan",
-                non_retryable=True,
-            )
-        return LoanStart.model_validate(arg)
-    except ValidationError as exc:
-        raise ApplicationError(
-            f"invalid start input: {validation_reason(exc)}", type="InvalidLoan", non_retryable=True
-        ) from None
-
-
-def typed_update(name: str) -> Callable[[Callable[P, Awaitable[R]]], workflow.UpdateMethodMultiParam[P, R]]:
-    """`@workflow.update(name=name)`, typed as the bare decorator types an async handler:
-    callers' `execute_update` answers the handler's result, not a coroutine."""
-    return workflow.update(name=name)  # type: ignore[return-value]
 
 
 @workflow.defn(name=contract.WORKFLOW_TYPE)
