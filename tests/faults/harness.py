@@ -145,8 +145,19 @@ class WorkerProcess:
 
     POLLING = "worker polling task queue"
 
-    def __init__(self, log_dir: Path, *, address: str, task_queue: str, database_url: str) -> None:
+    def __init__(
+        self,
+        log_dir: Path,
+        *,
+        address: str,
+        task_queue: str,
+        database_url: str,
+        argv: tuple[str, ...] = ("worker.py",),
+        name: str = "worker",
+    ) -> None:
         self.log_dir = log_dir
+        self.argv = argv
+        self.name = name
         inherited = {
             k: v for k, v in os.environ.items() if not k.startswith("TEMPORAL_") and k != "DATABASE_URL"
         }
@@ -158,15 +169,15 @@ class WorkerProcess:
             "PYTHONUNBUFFERED": "1",
         }
         self.proc: subprocess.Popen[bytes] | None = None
-        self.log_path = log_dir / "worker-0.log"
+        self.log_path = log_dir / f"{name}-0.log"
         self.starts = 0
         self.kills = 0
 
     def start(self) -> None:
         assert self.proc is None or self.proc.poll() is not None, "a worker is already running"
         self.starts += 1
-        self.log_path = self.log_dir / f"worker-{self.starts}.log"
-        self.proc = _popen([sys.executable, "worker.py"], self.log_path, self.env)
+        self.log_path = self.log_dir / f"{self.name}-{self.starts}.log"
+        self.proc = _popen([sys.executable, *self.argv], self.log_path, self.env)
 
     async def polling(self, timeout: float = 90) -> None:
         """Until this incarnation logs that it polls its task queue."""
