@@ -214,7 +214,9 @@ class Driver:
                     return
                 except ClientError as exc:
                     self.errors[exc.problem.value] += 1
-                    self.error_samples.setdefault(exc.problem.value, exc.message[:200])
+                    rpc = exc.__context__  # the client library's ClientError keeps Temporal's error here
+                    status = getattr(getattr(rpc, "status", None), "name", None)
+                    self.error_samples.setdefault(exc.problem.value, f"{exc.message[:200]} ({status})")
                     if exc.message.startswith("refused by loan") or exc.problem is Problem.CLOSED:
                         self.refusals.append(f"{s.channel} {s.payment_id}: {exc.message}")
                         self.accepted += 1  # answered: nothing more to send
