@@ -100,7 +100,11 @@ def rpc_error(exc: RPCError, loan_id: str, settings: Settings) -> ClientError:
             f"unknown loan {loan_id}: no workflow {wid} in namespace {settings.temporal_namespace}",
             Problem.UNKNOWN_LOAN,
         )
-    if exc.status == RPCStatusCode.UNAVAILABLE:
+    # A connection lost mid-call (the server restarting): tonic answers UNKNOWN
+    # "transport error". Nothing refused the request, and its outcome is unknown: it is the
+    # server being unavailable (retry the same message), never a refusal.
+    transport = exc.status == RPCStatusCode.UNKNOWN and "transport error" in exc.message
+    if exc.status == RPCStatusCode.UNAVAILABLE or transport:
         return ClientError(
             f"the Temporal server at {settings.temporal_address} is unavailable: {exc.message}",
             Problem.UNAVAILABLE,

@@ -12,9 +12,11 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.engine import Engine
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from client import ClientError, Problem, build_list_query, connect
+from client.errors import rpc_error
 from models.contract import workflow_id
 from models.wire import LoanStart, PaymentIn, RestructuringIn
 from settings import Settings
@@ -109,3 +111,15 @@ async def test_an_unreachable_server_is_one_line_naming_the_address() -> None:
     assert err.value.problem is Problem.UNAVAILABLE
     assert err.value.message.startswith("cannot reach the Temporal server at 127.0.0.1:1 (namespace default)")
     assert "\n" not in err.value.message
+
+
+def test_a_connection_lost_mid_call_is_the_server_unavailable_not_a_refusal() -> None:
+    # Seen by the fault suite while the dev server restarted: an update in flight got
+    # RPCError UNKNOWN "transport error", which came out as a refusal ("loan X: transport
+    # error"); a payment gateway must retry that one, as it does when the server is down.
+    settings = Settings(temporal_address="127.0.0.1:7999")
+    err = rpc_error(RPCError("transport error", RPCStatusCode.UNKNOWN, b""), "L-1", settings)
+    assert err.problem is Problem.UNAVAILABLE
+    assert err.message == "the Temporal server at 127.0.0.1:7999 is unavailable: transport error"
+    other = rpc_error(RPCError("something else", RPCStatusCode.UNKNOWN, b""), "L-1", settings)
+    assert other.problem is Problem.REFUSED
