@@ -1,7 +1,8 @@
 """A worker that dies after writing a payment down and before its workflow task
 completes: the retried workflow task takes the payment in again (it was never in
 history) and writes it down again. The booking is idempotent by (loan_id, payment_id);
-the audit entry is keyed by the workflow task's time, so it is written twice."""
+the audit entry of a payment is keyed by its payment_id, so it is written once (it was
+keyed by the workflow task's time and written twice)."""
 
 from __future__ import annotations
 
@@ -38,12 +39,6 @@ def counts(url: str, loan_id: str) -> tuple[int, int]:
     return int(booked), int(audited)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="defect: the audit key of a payment carries workflow.now() of the workflow task "
-    "(workflows/loan_collection.py _audit), so a workflow task retried after a worker crash "
-    "writes a second 'payment' audit entry; reported, not fixed here (that file is being changed)",
-)
 async def test_a_payment_is_audited_once_when_the_worker_dies_after_writing_it_down(
     dev_env: WorkflowEnvironment, task_queue: str, tmp_path: Path
 ) -> None:
