@@ -37,6 +37,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 import starter
@@ -177,11 +178,22 @@ async def status_of(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionStatus
     return (await handle.describe()).status
 
 
-async def money(door: Door, handle: WorkflowHandle[Any, Any] | None = None, loan_id: str = "") -> Any:
+@dataclass(frozen=True)
+class Money:
     """What bad input must never change: the payoff and its parts, what each installment
-    has been paid, and the payments booked."""
+    has been paid, and the payments booked; `day` is the loan's local day it was read on
+    (the `state` answer is for the moment it is asked, and penalty accrues per day)."""
+
+    day: date
+    outstanding: dict[str, int]
+    paid: list[int]
+    payments: int
+
+
+async def money(door: Door, handle: WorkflowHandle[Any, Any] | None = None, loan_id: str = "") -> Money:
     s = await (handle or door.handle).query("state")
-    return (
+    return Money(
+        datetime.now(SHANGHAI).date(),
         s["outstanding"],
         [i["paid"] for i in s["installments"]],
         payments_booked(door.db, loan_id or door.loan_id),
@@ -190,14 +202,17 @@ async def money(door: Door, handle: WorkflowHandle[Any, Any] | None = None, loan
 
 async def unharmed(
     door: Door,
-    before: Any,
+    before: Money,
     *,
     handle: WorkflowHandle[Any, Any] | None = None,
     loan_id: str = "",
     closed: bool = False,
 ) -> None:
     h = handle or door.handle
-    assert await money(door, h, loan_id) == before
+    after = await money(door, h, loan_id)
+    assert (after.paid, after.payments) == (before.paid, before.payments)
+    if after.day == before.day:  # (across a local midnight a day's penalty accrues)
+        assert after.outstanding == before.outstanding
     want = WorkflowExecutionStatus.COMPLETED if closed else WorkflowExecutionStatus.RUNNING
     assert await status_of(h) == want
     assert await task_failures(h) == []  # (a benign UNHANDLED_COMMAND retry is not a failure)
@@ -246,6 +261,21 @@ ID_VALUES = {
     "bidi-rlo": "p\u202e1",
     "bidi-isolate": "p\u20661",
 }
+# Defects (xfail, strict: a fix turns the row into an unexpected pass, and the mark goes).
+ALM = (
+    "defect: U+061C ARABIC LETTER MARK, a Unicode bidi control (Bidi_Control=Yes), is "
+    "accepted in ids: models/wire.CONTROL_CHARS lists the other eleven bidi controls only"
+)
+LS = (
+    "defect: U+2028 LINE SEPARATOR (a Unicode newline) is accepted in ids: "
+    "models/wire.CONTROL_CHARS refuses C0/C1 newlines only (also U+2029)"
+)
+UNIX = (
+    "defect: paid_at accepts a Unix timestamp (a JSON number or a numeric string, read as "
+    "UTC by Pydantic's lax datetime) though the contract says ISO 8601 with offset"
+)
+EPOCH = int(NOW.timestamp()) - 60  # a minute ago: a payment the loan would accept
+
 NOT_ONE_OBJECT: dict[str, list[Any]] = {
     "null": [None],
     "array": [[]],
@@ -279,6 +309,24 @@ RAW: list[Raw] = [
     Raw("empty-object", "payment", [{}], "payment_id"),
     Raw("unknown-field", "payment", pay(note="hi"), "note"),
     Raw("two-arguments", "payment", [pay()[0], pay()[0]], "payload"),
+    # Defects found by this catalogue (each applies a small payment under its own id when
+    # accepted, so the other rows' ids stay unused):
+    Raw("id-bidi-alm", "payment", pay(payment_id="P-alm\u061c1", amount=100), "payment_id", xfail=ALM),
+    Raw("id-line-separator", "payment", pay(payment_id="P-ls\u20281", amount=100), "payment_id", xfail=LS),
+    Raw(
+        "paid-at-unix-number",
+        "payment",
+        pay(payment_id="P-epoch", amount=100, paid_at=EPOCH),
+        "paid_at",
+        xfail=UNIX,
+    ),
+    Raw(
+        "paid-at-unix-string",
+        "payment",
+        pay(payment_id="P-epoch-s", amount=100, paid_at=str(EPOCH)),
+        "paid_at",
+        xfail=UNIX,
+    ),
     *(
         Raw(
             f"id-{n}",
@@ -377,15 +425,26 @@ UNKNOWN = [
 ]
 
 
+class Accepted(AssertionError):
+    """A signal that should have been rejected was applied."""
+
+
 async def rejection(door: Door, after: int, expect: str) -> AuditLog:
     """The rejection recorded for the signal just sent: polled for (the audit entry is
     written by the workflow's next write-down)."""
 
     def found() -> AuditLog | None:
+        applied = [
+            r.detail for e in ("payment", "restructuring") for r in audit(door.db, door.loan_id, e, after)
+        ]
+        if applied:  # accepted: no rejection will come
+            raise Accepted(f"accepted instead of rejected: {applied}")
         return next((r for r in audit(door.db, door.loan_id, "rejected", after) if expect in r.detail), None)
 
     try:
         row: AuditLog = await until(found)
+    except Accepted:
+        raise
     except AssertionError:
         seen = [r.detail for r in audit(door.db, door.loan_id, "rejected", after)]
         raise AssertionError(f"no rejection naming {expect!r}; recorded since: {seen}") from None
@@ -411,6 +470,33 @@ async def test_an_unknown_signal_is_recorded_as_rejected_naming_it(signal_door: 
     found = await rejection(door, mark, f"{row.name}  rejected: unknown signal ({len(row.args)} argument(s))")
     assert found.detail.startswith(row.name)
     await unharmed(door, before)
+
+
+@pytest.mark.parametrize(
+    ("send", "name", "args"),
+    [
+        ("update", "record_payment", pay()),
+        ("update", "apply_restructuring", restr(kind="waiver", waive_penalty=True)),
+        ("signal", "payment_received", pay()),
+        ("signal", "restructuring_approved", restr(kind="waiver", waive_penalty=True)),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+async def test_a_raw_message_to_a_closed_loan_is_refused_by_the_server(
+    cli_door: Door, send: str, name: str, args: list[Any]
+) -> None:
+    """A closed loan's workflow has completed: the server refuses the message (the CLI
+    turns that into 'loan X is closed', below) and the closed case stays as it was."""
+    door = cli_door
+    closed = door.client.get_workflow_handle(f"loan-{door.closed_id}")
+    before = await money(door, closed, door.closed_id)
+    with pytest.raises(RPCError) as info:
+        if send == "update":
+            await closed.execute_update(name, args=args)
+        else:
+            await closed.signal(name, args=args)
+    assert "completed" in str(info.value).lower(), info.value
+    await unharmed(door, before, handle=closed, loan_id=door.closed_id, closed=True)
 
 
 # --- Door 3: the CLI --------------------------------------------------------------------
@@ -458,6 +544,7 @@ CLI: list[Cmd] = [
     Cmd("payment-id-129", pay_cmd(pid="P" * 129), 2, "--payment-id"),
     Cmd("payment-id-newline", pay_cmd(pid="P\n1"), 2, "--payment-id"),
     Cmd("payment-id-bidi", pay_cmd(pid="P\u202e1"), 2, "--payment-id"),
+    Cmd("payment-id-bidi-alm", pay_cmd("1.00", pid="P-alm\u061c1"), 2, "--payment-id", xfail=ALM),
     Cmd("channel-tab", pay_cmd("100", "--channel", "ali\tpay"), 2, "--channel"),
     Cmd("paid-at-no-offset", pay_cmd("100", "--paid-at", f"{TODAY}T10:00"), 2, "--paid-at"),
     Cmd("paid-at-not-a-date", pay_cmd("100", "--paid-at", "yesterday"), 2, "--paid-at"),
