@@ -90,6 +90,23 @@ def _histories() -> list[Path]:
     return sorted(HISTORIES.glob("*.json"))
 
 
+def test_the_corpus_holds_every_recorded_scenario() -> None:
+    """scripts/record_histories.py records the corpus; a scenario without its stored
+    history (or one grown past the size budget) fails here, not silently."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "record_histories", Path(__file__).parent.parent / "scripts" / "record_histories.py"
+    )
+    assert spec is not None and spec.loader is not None
+    recorder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(recorder)
+    stored = {p.stem: p.stat().st_size for p in _histories()}
+    for name in recorder.SCENARIOS:
+        assert name in stored, f"tests/histories/{name}.json missing: run scripts/record_histories.py {name}"
+        assert stored[name] <= recorder.MAX_BYTES, (name, stored[name])
+
+
 @pytest.mark.parametrize("path", _histories(), ids=lambda p: p.stem)
 async def test_stored_histories_replay_on_the_current_code(path: Path) -> None:
     history = WorkflowHistory.from_json(path.stem, json.loads(path.read_text()))

@@ -1,0 +1,663 @@
+"""Issue 8, the catalogue: bad input through every door a caller has, one table row each.
+
+Three doors, each with ONE dev-server loan (an overdue loan: 10 days past due, penalty
+charged, an agent not yet assigned) shared by its rows, so the catalogue stays fast:
+
+- **updates** (`record_payment`, `apply_restructuring`) sent raw through an untyped
+  handle, as any caller's JSON: refused with `WorkflowUpdateFailedError` whose cause
+  names the field;
+- **signals** (`payment_received`, `restructuring_approved`, names the workflow does not
+  handle) sent raw: recorded as rejected in the audit table naming the field (the
+  `state` answer does not expose rejections); the rejection is polled for, never slept on;
+- **the CLI** (`starter.py pay / restructure / disburse / borrowers`, in-process): exit 2
+  with one line naming the option, or exit 1 with the workflow's reason naming the field.
+
+For every row: the refusal names the field, the loan's money is unchanged (the `state`
+answer's outstanding and installments paid, and the payments booked), the workflow is
+still Running (a closed loan: still Completed), and its history has no failed workflow
+task. A row that shows a defect is an `xfail(strict=True)` naming it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, time, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from _pytest.capture import CaptureFixture
+from sqlalchemy import func
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+import starter
+from models.db import make_engine, upgrade_schema
+from models.tables import AuditLog, Payment
+from settings import Settings
+from tests.conftest import running_worker
+from tests.loans import SHANGHAI, STARTED, loan_start
+from tests.test_workflow_edge import task_failures
+from tests.test_workflow_ladder import seed
+
+pytestmark = pytest.mark.temporal
+
+DPD = 10  # the door loans are this many days past due (stage EARLY, penalty charged)
+NOW = datetime.now(SHANGHAI)
+TODAY = NOW.date()
+DISBURSED = TODAY - timedelta(days=DPD + 31)
+DEADLINE = 30.0  # seconds to wait for something asynchronous (a busy machine)
+
+
+# --- The loans the doors share ----------------------------------------------------------
+
+
+@dataclass
+class Door:
+    client: Client
+    db: Engine
+    settings: Settings
+    loan_id: str
+    handle: WorkflowHandle[Any, Any]  # untyped: raw JSON in, raw JSON out
+    closed_id: str = ""  # the CLI door's second loan, paid off
+
+
+@dataclass
+class World:
+    client: Client
+    db: Engine
+    settings: Settings
+    tmp: Path
+
+
+@pytest_asyncio.fixture(scope="module")
+async def world(
+    dev_env: WorkflowEnvironment, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[World]:
+    """One worker and one database for the whole catalogue."""
+    tmp = tmp_path_factory.mktemp("catalogue")
+    url = f"sqlite:///{tmp / 'collections.db'}"
+    upgrade_schema(url)
+    db = make_engine(url)
+    seed(db)
+    task_queue = f"tq-cat-{uuid.uuid4().hex[:10]}"
+    settings = Settings(
+        temporal_address=dev_env.client.service_client.config.target_host,
+        temporal_namespace=dev_env.client.namespace,
+        temporal_task_queue=task_queue,
+        database_url=url,
+    )
+    async with running_worker(dev_env.client, task_queue, db):  # terminates STARTED at the end
+        yield World(dev_env.client, db, settings, tmp)
+    db.dispose()
+
+
+async def overdue_loan(w: World) -> tuple[str, WorkflowHandle[Any, Any]]:
+    start = loan_start(DISBURSED, first_due_date=TODAY - timedelta(days=DPD))
+    typed = await w.client.start_workflow(
+        "LoanCollection",
+        start.model_dump(mode="json"),
+        id=f"loan-{start.loan_id}",
+        task_queue=w.settings.temporal_task_queue,
+    )
+    STARTED.append(typed)
+    await until(lambda: audit(w.db, start.loan_id, "opened"))  # its first pass is written down
+    return start.loan_id, w.client.get_workflow_handle(typed.id)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def update_door(world: World) -> Door:
+    loan_id, handle = await overdue_loan(world)
+    return Door(world.client, world.db, world.settings, loan_id, handle)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def signal_door(world: World) -> Door:
+    loan_id, handle = await overdue_loan(world)
+    return Door(world.client, world.db, world.settings, loan_id, handle)
+
+
+@pytest_asyncio.fixture(scope="module")
+async def cli_door(world: World) -> Door:
+    loan_id, handle = await overdue_loan(world)
+    closed_id, closed = await overdue_loan(world)
+    total = (await closed.query("state"))["outstanding"]["total"]
+    await closed.execute_update("record_payment", {"payment_id": "PAYOFF", "amount": total})
+    await until(lambda: status_of(closed), expect=WorkflowExecutionStatus.COMPLETED)
+    return Door(world.client, world.db, world.settings, loan_id, handle, closed_id=closed_id)
+
+
+# --- Helpers ----------------------------------------------------------------------------
+
+
+async def until(check: Any, expect: Any = None, timeout: float = DEADLINE) -> Any:
+    """Poll `check` until it answers something truthy (or `expect`, when given)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while True:
+        last = check()
+        if asyncio.iscoroutine(last):
+            last = await last
+        if (last == expect) if expect is not None else last:
+            return last
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting; last answer: {last!r}")
+        await asyncio.sleep(0.1)
+
+
+def audit(db: Engine, loan_id: str, event: str, after: int = 0) -> list[AuditLog]:
+    with Session(db) as s:
+        rows = s.exec(
+            select(AuditLog)
+            .where(AuditLog.loan_id == loan_id, AuditLog.event == event, AuditLog.id > after)  # type: ignore[operator]
+            .order_by(AuditLog.id)  # type: ignore[arg-type]
+        )
+        return list(rows)
+
+
+def last_audit_id(db: Engine) -> int:
+    with Session(db) as s:
+        return s.exec(select(func.max(AuditLog.id))).one() or 0
+
+
+def payments_booked(db: Engine, loan_id: str) -> int:
+    with Session(db) as s:
+        return int(s.exec(select(func.count()).select_from(Payment).where(Payment.loan_id == loan_id)).one())
+
+
+async def status_of(handle: WorkflowHandle[Any, Any]) -> WorkflowExecutionStatus | None:
+    return (await handle.describe()).status
+
+
+@dataclass(frozen=True)
+class Money:
+    """What bad input must never change: the payoff and its parts, what each installment
+    has been paid, and the payments booked; `day` is the loan's local day it was read on
+    (the `state` answer is for the moment it is asked, and penalty accrues per day)."""
+
+    day: date
+    outstanding: dict[str, int]
+    paid: list[int]
+    payments: int
+
+
+async def money(door: Door, handle: WorkflowHandle[Any, Any] | None = None, loan_id: str = "") -> Money:
+    s = await (handle or door.handle).query("state")
+    return Money(
+        datetime.now(SHANGHAI).date(),
+        s["outstanding"],
+        [i["paid"] for i in s["installments"]],
+        payments_booked(door.db, loan_id or door.loan_id),
+    )
+
+
+async def unharmed(
+    door: Door,
+    before: Money,
+    *,
+    handle: WorkflowHandle[Any, Any] | None = None,
+    loan_id: str = "",
+    closed: bool = False,
+) -> None:
+    h = handle or door.handle
+    after = await money(door, h, loan_id)
+    assert (after.paid, after.payments) == (before.paid, before.payments)
+    if after.day == before.day:  # (across a local midnight a day's penalty accrues)
+        assert after.outstanding == before.outstanding
+    want = WorkflowExecutionStatus.COMPLETED if closed else WorkflowExecutionStatus.RUNNING
+    assert await status_of(h) == want
+    assert await task_failures(h) == []  # (a benign UNHANDLED_COMMAND retry is not a failure)
+
+
+# --- The table: raw payloads of payments and restructurings -----------------------------
+
+
+@dataclass(frozen=True)
+class Raw:
+    """One bad message: which message (`payment` / `restructuring`), its raw arguments
+    (any JSON, any count), and the field its refusal must name."""
+
+    name: str
+    message: str
+    args: Sequence[Any]
+    field: str
+    xfail: str | None = None
+    only: str | None = None  # "update" / "signal": a row for one door only
+
+    def param(self) -> Any:
+        marks = [pytest.mark.xfail(strict=True, reason=self.xfail)] if self.xfail else []
+        return pytest.param(self, id=f"{self.message}-{self.name}", marks=marks)
+
+
+def pay(**fields: Any) -> list[Any]:
+    return [{"payment_id": "P-bad", "amount": 10_000, **fields}]
+
+
+def restr(**fields: Any) -> list[Any]:
+    base = {"restructuring_id": "R-bad", "approved_by": "supervisor.li", "approval_ref": "APR-1"}
+    return [{**base, **fields}]
+
+
+def at(day: date, hour: int = 10, tz: Any = SHANGHAI) -> str:
+    return datetime.combine(day, time(hour), tzinfo=tz).isoformat()
+
+
+ID_VALUES = {
+    "empty": "",
+    "whitespace": "   ",
+    "129-chars": "x" * 129,
+    "nul": "p\x00",
+    "newline": "p\n1",
+    "tab": "p\t1",
+    "bidi-rlo": "p\u202e1",
+    "bidi-isolate": "p\u20661",
+}
+# Defects (xfail, strict: a fix turns the row into an unexpected pass, and the mark goes).
+ALM = (
+    "defect: U+061C ARABIC LETTER MARK, a Unicode bidi control (Bidi_Control=Yes), is "
+    "accepted in ids: models/wire.CONTROL_CHARS lists the other eleven bidi controls only"
+)
+LS = (
+    "defect: U+2028 LINE SEPARATOR (a Unicode newline) is accepted in ids: "
+    "models/wire.CONTROL_CHARS refuses C0/C1 newlines only (also U+2029)"
+)
+UNIX = (
+    "defect: paid_at accepts a Unix timestamp (a JSON number or a numeric string, read as "
+    "UTC by Pydantic's lax datetime) though the contract says ISO 8601 with offset"
+)
+EPOCH = int(NOW.timestamp()) - 60  # a minute ago: a payment the loan would accept
+
+NOT_ONE_OBJECT: dict[str, list[Any]] = {
+    "null": [None],
+    "array": [[]],
+    "text": ["text"],
+    "number": [42],
+    "no-argument": [],
+}
+
+RAW: list[Raw] = [
+    *(Raw(f"id-{n}", "payment", pay(payment_id=v), "payment_id") for n, v in ID_VALUES.items()),
+    Raw("amount-0", "payment", pay(amount=0), "amount"),
+    Raw("amount-minus-1", "payment", pay(amount=-1), "amount"),
+    Raw("amount-true", "payment", pay(amount=True), "amount"),
+    Raw("amount-string", "payment", pay(amount="100"), "amount"),
+    Raw("amount-1.5", "payment", pay(amount=1.5), "amount"),
+    Raw("amount-10^16", "payment", pay(amount=10**16), "amount"),
+    Raw("amount-above-payoff", "payment", pay(amount=10**12), "amount"),
+    Raw("currency-wrong", "payment", pay(currency="USD"), "currency"),
+    Raw("currency-lowercase", "payment", pay(currency="cny"), "currency"),
+    Raw("currency-unknown", "payment", pay(currency="XYZ"), "currency"),
+    Raw("currency-nul", "payment", pay(currency="CN\x00"), "currency"),
+    Raw("channel-newline", "payment", pay(channel="ali\npay"), "channel"),
+    Raw("paid-at-no-offset", "payment", pay(paid_at=at(TODAY, tz=None)), "paid_at"),
+    Raw("paid-at-year-1", "payment", pay(paid_at="0001-01-01T00:00:00+14:00"), "paid_at"),
+    Raw("paid-at-year-2999", "payment", pay(paid_at="2999-01-01T10:00:00+08:00"), "paid_at"),
+    Raw("paid-at-future", "payment", pay(paid_at=at(TODAY + timedelta(days=2))), "paid_at"),
+    Raw("paid-at-before-disbursal", "payment", pay(paid_at=at(DISBURSED - timedelta(days=1))), "paid_at"),
+    Raw("paid-at-backdated", "payment", pay(paid_at=at(TODAY - timedelta(days=8))), "paid_at"),
+    Raw("paid-at-not-a-date", "payment", pay(paid_at="yesterday"), "paid_at"),
+    *(Raw(n, "payment", v, "payload") for n, v in NOT_ONE_OBJECT.items()),
+    Raw("empty-object", "payment", [{}], "payment_id"),
+    Raw("unknown-field", "payment", pay(note="hi"), "note"),
+    Raw("two-arguments", "payment", [pay()[0], pay()[0]], "payload"),
+    # Defects found by this catalogue (each applies a small payment under its own id when
+    # accepted, so the other rows' ids stay unused):
+    Raw("id-bidi-alm", "payment", pay(payment_id="P-alm\u061c1", amount=100), "payment_id", xfail=ALM),
+    Raw("id-line-separator", "payment", pay(payment_id="P-ls\u20281", amount=100), "payment_id", xfail=LS),
+    Raw(
+        "paid-at-unix-number",
+        "payment",
+        pay(payment_id="P-epoch", amount=100, paid_at=EPOCH),
+        "paid_at",
+        xfail=UNIX,
+    ),
+    Raw(
+        "paid-at-unix-string",
+        "payment",
+        pay(payment_id="P-epoch-s", amount=100, paid_at=str(EPOCH)),
+        "paid_at",
+        xfail=UNIX,
+    ),
+    *(
+        Raw(
+            f"id-{n}",
+            "restructuring",
+            restr(kind="waiver", waive_penalty=True, restructuring_id=v),
+            "restructuring_id",
+        )
+        for n, v in ID_VALUES.items()
+    ),
+    Raw(
+        "no-approved-by",
+        "restructuring",
+        [{"restructuring_id": "R-bad", "kind": "waiver", "waive_penalty": True, "approval_ref": "A"}],
+        "approved_by",
+    ),
+    Raw(
+        "no-approval-ref",
+        "restructuring",
+        [{"restructuring_id": "R-bad", "kind": "waiver", "waive_penalty": True, "approved_by": "A"}],
+        "approval_ref",
+    ),
+    Raw(
+        "blank-approved-by",
+        "restructuring",
+        restr(kind="waiver", waive_penalty=True, approved_by="  "),
+        "approved_by",
+    ),
+    Raw("unknown-kind", "restructuring", restr(kind="forgiveness"), "kind"),
+    Raw("extension-days-0", "restructuring", restr(kind="extension", extension_days=0), "extension_days"),
+    Raw("extension-days-181", "restructuring", restr(kind="extension", extension_days=181), "extension_days"),
+    Raw(
+        "extension-leaves-overdue",
+        "restructuring",
+        restr(kind="extension", extension_days=DPD - 5),
+        "extension_days",
+    ),
+    Raw(
+        "extension-days-true", "restructuring", restr(kind="extension", extension_days=True), "extension_days"
+    ),
+    Raw("extension-days-missing", "restructuring", restr(kind="extension"), "extension_days"),
+    Raw("new-term-0", "restructuring", restr(kind="reinstallment", new_term_months=0), "new_term_months"),
+    Raw("new-term-61", "restructuring", restr(kind="reinstallment", new_term_months=61), "new_term_months"),
+    Raw(
+        "new-term-string",
+        "restructuring",
+        restr(kind="reinstallment", new_term_months="6"),
+        "new_term_months",
+    ),
+    Raw("waive-amount-true", "restructuring", restr(kind="waiver", waive_amount=True), "waive_amount"),
+    Raw("waive-amount-0", "restructuring", restr(kind="waiver", waive_amount=0), "waive_amount"),
+    Raw("waive-amount-above-owed", "restructuring", restr(kind="waiver", waive_amount=10**9), "waive_amount"),
+    Raw("waiver-neither-flag", "restructuring", restr(kind="waiver"), "waive_penalty"),
+    Raw("waive-penalty-string", "restructuring", restr(kind="waiver", waive_penalty="yes"), "waive_penalty"),
+    *(Raw(n, "restructuring", v, "payload") for n, v in NOT_ONE_OBJECT.items()),
+    Raw("empty-object", "restructuring", [{}], "restructuring_id"),
+    Raw("unknown-field", "restructuring", restr(kind="waiver", waive_penalty=True, note="hi"), "note"),
+    Raw("two-arguments", "restructuring", [restr(kind="waiver", waive_penalty=True)[0], {}], "payload"),
+]
+
+UPDATE = {"payment": "record_payment", "restructuring": "apply_restructuring"}
+SIGNAL = {"payment": "payment_received", "restructuring": "restructuring_approved"}
+
+
+# --- Door 1: raw updates ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("row", [r.param() for r in RAW if r.only in (None, "update")])
+async def test_raw_update_is_refused_naming_the_field(update_door: Door, row: Raw) -> None:
+    door = update_door
+    before = await money(door)
+    with pytest.raises(WorkflowUpdateFailedError) as info:
+        await door.handle.execute_update(UPDATE[row.message], args=list(row.args))
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError), cause
+    assert cause.message.startswith(f"{row.field}:"), cause.message
+    await unharmed(door, before)
+
+
+# --- Door 2: raw signals ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Unknown:
+    """A signal the workflow has no handler for (an update's name sent as a signal too)."""
+
+    name: str
+    args: Sequence[Any] = field(default_factory=list)
+
+
+UNKNOWN = [
+    Unknown("no_such_signal", pay()),
+    Unknown("no_such_signal"),
+    Unknown("PaymentReceived", pay()),  # names are case-sensitive
+    Unknown("record_payment", pay()),  # an update's name
+    Unknown("state"),  # the query's name
+]
+
+
+class Accepted(AssertionError):
+    """A signal that should have been rejected was applied."""
+
+
+async def rejection(door: Door, after: int, expect: str) -> AuditLog:
+    """The rejection recorded for the signal just sent: polled for (the audit entry is
+    written by the workflow's next write-down)."""
+
+    def found() -> AuditLog | None:
+        applied = [
+            r.detail for e in ("payment", "restructuring") for r in audit(door.db, door.loan_id, e, after)
+        ]
+        if applied:  # accepted: no rejection will come
+            raise Accepted(f"accepted instead of rejected: {applied}")
+        return next((r for r in audit(door.db, door.loan_id, "rejected", after) if expect in r.detail), None)
+
+    try:
+        row: AuditLog = await until(found)
+    except Accepted:
+        raise
+    except AssertionError:
+        seen = [r.detail for r in audit(door.db, door.loan_id, "rejected", after)]
+        raise AssertionError(f"no rejection naming {expect!r}; recorded since: {seen}") from None
+    return row
+
+
+@pytest.mark.parametrize("row", [r.param() for r in RAW if r.only in (None, "signal")])
+async def test_raw_signal_is_recorded_as_rejected_naming_the_field(signal_door: Door, row: Raw) -> None:
+    door = signal_door
+    before, mark = await money(door), last_audit_id(door.db)
+    name = SIGNAL[row.message]
+    await door.handle.signal(name, args=list(row.args))
+    found = await rejection(door, mark, f"rejected: {row.field}:")
+    assert found.detail.startswith(f"{name} ")
+    await unharmed(door, before)
+
+
+@pytest.mark.parametrize("row", UNKNOWN, ids=lambda u: f"{u.name}-{len(u.args)}-args")
+async def test_an_unknown_signal_is_recorded_as_rejected_naming_it(signal_door: Door, row: Unknown) -> None:
+    door = signal_door
+    before, mark = await money(door), last_audit_id(door.db)
+    await door.handle.signal(row.name, args=list(row.args))
+    found = await rejection(door, mark, f"{row.name}  rejected: unknown signal ({len(row.args)} argument(s))")
+    assert found.detail.startswith(row.name)
+    await unharmed(door, before)
+
+
+@pytest.mark.parametrize(
+    ("send", "name", "args"),
+    [
+        ("update", "record_payment", pay()),
+        ("update", "apply_restructuring", restr(kind="waiver", waive_penalty=True)),
+        ("signal", "payment_received", pay()),
+        ("signal", "restructuring_approved", restr(kind="waiver", waive_penalty=True)),
+    ],
+    ids=lambda v: v if isinstance(v, str) else "",
+)
+async def test_a_raw_message_to_a_closed_loan_is_refused_by_the_server(
+    cli_door: Door, send: str, name: str, args: list[Any]
+) -> None:
+    """A closed loan's workflow has completed: the server refuses the message (the CLI
+    turns that into 'loan X is closed', below) and the closed case stays as it was."""
+    door = cli_door
+    closed = door.client.get_workflow_handle(f"loan-{door.closed_id}")
+    before = await money(door, closed, door.closed_id)
+    with pytest.raises(RPCError) as info:
+        if send == "update":
+            await closed.execute_update(name, args=args)
+        else:
+            await closed.signal(name, args=args)
+    assert "completed" in str(info.value).lower(), info.value
+    await unharmed(door, before, handle=closed, loan_id=door.closed_id, closed=True)
+
+
+# --- Door 3: the CLI --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Cmd:
+    """A CLI command (`{loan}` / `{closed}` stand for the door's loans) and what it must
+    answer: its exit code and the option or field its one error line names."""
+
+    name: str
+    argv: Sequence[str]
+    code: int
+    names: str
+    xfail: str | None = None
+
+    def param(self) -> Any:
+        marks = [pytest.mark.xfail(strict=True, reason=self.xfail)] if self.xfail else []
+        return pytest.param(self, id=self.name, marks=marks)
+
+
+APPROVAL = ["--approved-by", "supervisor.li", "--approval-ref", "APR-1"]
+
+
+def pay_cmd(amount: str = "100.00", *extra: str, loan: str = "{loan}", pid: str = "P-cli") -> list[str]:
+    return ["pay", loan, amount, "--payment-id", pid, *extra]
+
+
+def restr_cmd(
+    *kind: str, loan: str = "{loan}", rid: str = "R-cli", approval: Sequence[str] = APPROVAL
+) -> list[str]:
+    return ["restructure", loan, *kind, "--restructuring-id", rid, *approval]
+
+
+CLI: list[Cmd] = [
+    Cmd("amount-decimal-comma", pay_cmd("12,50"), 2, "amount"),
+    Cmd("amount-1,2,3", pay_cmd("1,2,3"), 2, "amount"),
+    Cmd("amount-minus-5", pay_cmd("-5"), 2, "amount"),
+    Cmd("amount-1e3", pay_cmd("1e3"), 2, "amount"),
+    Cmd("amount-3-decimals", pay_cmd("12.345"), 2, "amount"),
+    Cmd("amount-0", pay_cmd("0"), 2, "amount"),
+    Cmd("amount-above-payoff", pay_cmd("99999999"), 1, "amount:"),
+    Cmd("amount-above-max", pay_cmd("100000000000000"), 2, "AMOUNT"),
+    Cmd("payment-id-empty", pay_cmd(pid=""), 2, "--payment-id"),
+    Cmd("payment-id-129", pay_cmd(pid="P" * 129), 2, "--payment-id"),
+    Cmd("payment-id-newline", pay_cmd(pid="P\n1"), 2, "--payment-id"),
+    Cmd("payment-id-bidi", pay_cmd(pid="P\u202e1"), 2, "--payment-id"),
+    Cmd("payment-id-bidi-alm", pay_cmd("1.00", pid="P-alm\u061c1"), 2, "--payment-id", xfail=ALM),
+    Cmd("channel-tab", pay_cmd("100", "--channel", "ali\tpay"), 2, "--channel"),
+    Cmd("paid-at-no-offset", pay_cmd("100", "--paid-at", f"{TODAY}T10:00"), 2, "--paid-at"),
+    Cmd("paid-at-not-a-date", pay_cmd("100", "--paid-at", "yesterday"), 2, "--paid-at"),
+    Cmd("paid-at-year-2999", pay_cmd("100", "--paid-at", "2999-01-01T10:00:00+08:00"), 2, "--paid-at"),
+    Cmd("paid-at-future", pay_cmd("100", "--paid-at", at(TODAY + timedelta(days=2))), 1, "paid_at:"),
+    Cmd(
+        "paid-at-before-disbursal",
+        pay_cmd("100", "--paid-at", at(DISBURSED - timedelta(days=1))),
+        1,
+        "paid_at:",
+    ),
+    Cmd("currency-wrong", pay_cmd("100", "--currency", "USD"), 1, "currency:"),
+    Cmd("currency-unknown", pay_cmd("100", "--currency", "XYZ"), 2, "--currency"),
+    Cmd("restructuring-id-empty", restr_cmd("extension", "--days", "30", rid=""), 2, "--restructuring-id"),
+    Cmd(
+        "restructuring-id-129", restr_cmd("extension", "--days", "30", rid="R" * 129), 2, "--restructuring-id"
+    ),
+    Cmd("restructuring-id-nul", restr_cmd("waiver", "--waive-penalty", rid="R\x00"), 2, "--restructuring-id"),
+    Cmd(
+        "no-approved-by",
+        restr_cmd("extension", "--days", "30", approval=["--approval-ref", "A"]),
+        2,
+        "--approved-by",
+    ),
+    Cmd(
+        "no-approval-ref",
+        restr_cmd("extension", "--days", "30", approval=["--approved-by", "A"]),
+        2,
+        "--approval-ref",
+    ),
+    Cmd(
+        "approved-by-blank",
+        restr_cmd("waiver", "--waive-penalty", approval=["--approved-by", " ", "--approval-ref", "A"]),
+        2,
+        "--approved-by",
+    ),
+    Cmd("unknown-kind", restr_cmd("forgiveness"), 2, "KIND"),
+    Cmd("extension-days-0", restr_cmd("extension", "--days", "0"), 2, "--days"),
+    Cmd("extension-days-999", restr_cmd("extension", "--days", "999"), 1, "extension_days:"),
+    Cmd("extension-leaves-overdue", restr_cmd("extension", "--days", str(DPD - 5)), 1, "extension_days:"),
+    Cmd("extension-days-not-a-number", restr_cmd("extension", "--days", "ten"), 2, "--days"),
+    Cmd("new-term-0", restr_cmd("reinstallment", "--months", "0"), 2, "--months"),
+    Cmd("new-term-61", restr_cmd("reinstallment", "--months", "61"), 1, "new_term_months:"),
+    Cmd("waiver-neither-flag", restr_cmd("waiver"), 2, "--waive-penalty"),
+    Cmd("waive-amount-above-owed", restr_cmd("waiver", "--amount", "9999999"), 1, "waive_amount:"),
+    Cmd("waive-amount-1,5", restr_cmd("waiver", "--amount", "1,5"), 2, "--amount"),
+    Cmd(
+        "borrower-id-empty",
+        ["borrowers", "upsert", "--borrower-id", "", "--name", "王芳"],
+        2,
+        "--borrower-id",
+    ),
+    Cmd(
+        "borrower-id-65",
+        ["borrowers", "upsert", "--borrower-id", "B" * 65, "--name", "王芳"],
+        2,
+        "--borrower-id",
+    ),
+    Cmd(
+        "borrower-name-201", ["borrowers", "upsert", "--borrower-id", "B-1", "--name", "x" * 201], 2, "--name"
+    ),
+    Cmd("disburse-principal-0", ["disburse", "{file:principal=0}"], 2, "principal:"),
+    Cmd("disburse-borrower-nul", ["disburse", "{file:borrower_id=B\x00}"], 2, "borrower_id:"),
+    Cmd("pay-unknown-loan", pay_cmd(loan="NO-SUCH-LOAN"), 1, "unknown loan NO-SUCH-LOAN"),
+    Cmd(
+        "restructure-unknown-loan",
+        restr_cmd("waiver", "--waive-penalty", loan="NO-SUCH-LOAN"),
+        1,
+        "unknown loan NO-SUCH-LOAN",
+    ),
+    Cmd("pay-closed-loan", pay_cmd(loan="{closed}"), 1, "loan {closed} is closed"),
+    Cmd(
+        "restructure-closed-loan",
+        restr_cmd("waiver", "--waive-penalty", loan="{closed}"),
+        1,
+        "loan {closed} is closed",
+    ),
+]
+
+
+def disburse_file(tmp: Path, spec: str) -> str:
+    """`{file:key=value}`: a JSON lines file of a good record and one with key=value."""
+    key, value = spec[len("{file:") : -1].split("=", 1)
+    good = loan_start(TODAY).model_dump(mode="json")
+    bad = loan_start(TODAY).model_dump(mode="json") | {key: int(value) if value.isdigit() else value}
+    path = tmp / f"{uuid.uuid4().hex[:6]}.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
+    return str(path)
+
+
+@pytest.mark.parametrize("row", [c.param() for c in CLI])
+async def test_cli_refuses_naming_the_option_or_field(
+    cli_door: Door, world: World, row: Cmd, capsys: CaptureFixture[str]
+) -> None:
+    door = cli_door
+    argv = [
+        disburse_file(world.tmp, a)
+        if a.startswith("{file:")
+        else a.format(loan=door.loan_id, closed=door.closed_id)
+        for a in row.argv
+    ]
+    closed_handle = door.client.get_workflow_handle(f"loan-{door.closed_id}")
+    before = await money(door)
+    closed_before = await money(door, closed_handle, door.closed_id)
+    capsys.readouterr()
+    code = await starter.amain(argv, settings=door.settings)
+    out, err = capsys.readouterr()
+    names = row.names.format(closed=door.closed_id)
+    assert code == row.code, err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert names in err, err
+    if row.code == 1 and names.endswith(":") and "{loan}" in row.argv:
+        assert f"refused by loan {door.loan_id}: {names}" in err, err
+    assert out == ""
+    await unharmed(door, before)
+    await unharmed(door, closed_before, handle=closed_handle, loan_id=door.closed_id, closed=True)
