@@ -8,10 +8,11 @@ PaymentResult, CaseView, ScheduleSummary) are the public interface in DESIGN.md.
 from __future__ import annotations
 
 import re
+import unicodedata
 from datetime import date, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 
 from domain.case import Case
 from domain.enums import (
@@ -35,9 +36,14 @@ class Wire(BaseModel):
 # update validators and the signal intake all decode through these types), so nothing a
 # caller sends can reach an activity that would refuse it.
 
-# C0 and C1 controls (NUL, tabs, newlines ...), DEL, and the Unicode bidi controls that
-# make an id display as something else (LRM/RLM, embeddings/overrides, isolates).
-CONTROL_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# Characters no id or text may hold, by Unicode category: controls (Cc: C0 and C1, NUL,
+# tabs, newlines, DEL), format characters (Cf: the bidi controls that make an id display
+# as something else, LRM/RLM/ALM, embeddings, overrides, isolates, and the invisible
+# zero-width characters and BOM), and the line and paragraph separators (Zl, Zp).
+REFUSED_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+# A date or time comes as ISO 8601 text (or a date/datetime): never a number, which a lax
+# parser would read as a Unix timestamp.
+NUMERIC = re.compile(r"^\s*[+-]?\d+(\.\d*)?\s*$")
 IDENT_MAX = 128  # ids: payment_id, restructuring_id, borrower_id
 TEXT_MAX = 256  # free text: channel, approved_by, approval_ref
 CODE_MAX = 64  # names: currency, timezone, policy
@@ -49,9 +55,9 @@ LATEST = date(2100, 12, 31)
 
 def _text(max_len: int) -> AfterValidator:
     def check(value: str) -> str:
-        bad = CONTROL_CHARS.search(value)
+        bad = next((c for c in value if unicodedata.category(c) in REFUSED_CATEGORIES), None)
         if bad is not None:
-            raise ValueError(f"must not contain control characters (found U+{ord(bad.group()):04X})")
+            raise ValueError(f"must not contain control or invisible characters (found U+{ord(bad):04X})")
         value = value.strip()
         if not value:
             raise ValueError("must not be blank")
@@ -60,6 +66,35 @@ def _text(max_len: int) -> AfterValidator:
         return value
 
     return AfterValidator(check)
+
+
+def _not_a_number(value: object) -> None:
+    if isinstance(value, int | float) or (isinstance(value, str) and NUMERIC.match(value)):
+        raise ValueError("must be an ISO 8601 date or time, e.g. 2026-03-01T10:00:00+08:00 (not a number)")
+
+
+# Parsed here, not left to pydantic: a string then reaches the type's own check as a
+# date/datetime, also in strict mode (the CLI validates start files strictly).
+def _iso_date(value: object) -> object:
+    _not_a_number(value)
+    if isinstance(value, str) and not isinstance(value, bool):
+        try:
+            return date.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(f"must be an ISO 8601 date like 2026-03-01 (got {value[:40]!r})") from None
+    return value
+
+
+def _iso_instant(value: object) -> object:
+    _not_a_number(value)
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError(
+                f"must be an ISO 8601 time like 2026-03-01T10:00:00+08:00 (got {value[:40]!r})"
+            ) from None
+    return value
 
 
 def _in_range(value: date) -> date:
@@ -83,8 +118,8 @@ Code = Annotated[str, Field(strict=True), _text(CODE_MAX)]
 Amount = Annotated[int, Field(strict=True, le=MAX_AMOUNT)]
 Count = Annotated[int, Field(strict=True, le=MAX_COUNT)]
 # Dates may come as ISO strings (JSON has no date type); years 2000 ... 2100 only.
-Day = Annotated[date, AfterValidator(_in_range)]
-Instant = Annotated[datetime, AfterValidator(_day_in_range)]
+Day = Annotated[date, BeforeValidator(_iso_date), AfterValidator(_in_range)]
+Instant = Annotated[datetime, BeforeValidator(_iso_instant), AfterValidator(_day_in_range)]
 
 
 # --- The contract -------------------------------------------------------------------

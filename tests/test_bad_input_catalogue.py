@@ -260,20 +260,13 @@ ID_VALUES = {
     "tab": "p\t1",
     "bidi-rlo": "p\u202e1",
     "bidi-isolate": "p\u20661",
+    "zero-width-space": "p\u200b1",
+    "bom": "p\ufeff1",
+    "paragraph-separator": "p\u20291",
 }
-# Defects (xfail, strict: a fix turns the row into an unexpected pass, and the mark goes).
-ALM = (
-    "defect: U+061C ARABIC LETTER MARK, a Unicode bidi control (Bidi_Control=Yes), is "
-    "accepted in ids: models/wire.CONTROL_CHARS lists the other eleven bidi controls only"
-)
-LS = (
-    "defect: U+2028 LINE SEPARATOR (a Unicode newline) is accepted in ids: "
-    "models/wire.CONTROL_CHARS refuses C0/C1 newlines only (also U+2029)"
-)
-UNIX = (
-    "defect: paid_at accepts a Unix timestamp (a JSON number or a numeric string, read as "
-    "UTC by Pydantic's lax datetime) though the contract says ISO 8601 with offset"
-)
+# Found by this catalogue and fixed (models/wire.py refuses every control, format and
+# line-separator character by Unicode category, and dates that are numbers): U+061C
+# ARABIC LETTER MARK, U+2028/U+2029 separators, and paid_at as a Unix timestamp.
 EPOCH = int(NOW.timestamp()) - 60  # a minute ago: a payment the loan would accept
 
 NOT_ONE_OBJECT: dict[str, list[Any]] = {
@@ -309,23 +302,21 @@ RAW: list[Raw] = [
     Raw("empty-object", "payment", [{}], "payment_id"),
     Raw("unknown-field", "payment", pay(note="hi"), "note"),
     Raw("two-arguments", "payment", [pay()[0], pay()[0]], "payload"),
-    # Defects found by this catalogue (each applies a small payment under its own id when
-    # accepted, so the other rows' ids stay unused):
-    Raw("id-bidi-alm", "payment", pay(payment_id="P-alm\u061c1", amount=100), "payment_id", xfail=ALM),
-    Raw("id-line-separator", "payment", pay(payment_id="P-ls\u20281", amount=100), "payment_id", xfail=LS),
+    # Defects this catalogue found, now fixed (each would apply a small payment under its
+    # own id if accepted, so the other rows' ids stay unused):
+    Raw("id-bidi-alm", "payment", pay(payment_id="P-alm\u061c1", amount=100), "payment_id"),
+    Raw("id-line-separator", "payment", pay(payment_id="P-ls\u20281", amount=100), "payment_id"),
     Raw(
         "paid-at-unix-number",
         "payment",
         pay(payment_id="P-epoch", amount=100, paid_at=EPOCH),
         "paid_at",
-        xfail=UNIX,
     ),
     Raw(
         "paid-at-unix-string",
         "payment",
         pay(payment_id="P-epoch-s", amount=100, paid_at=str(EPOCH)),
         "paid_at",
-        xfail=UNIX,
     ),
     *(
         Raw(
@@ -544,7 +535,7 @@ CLI: list[Cmd] = [
     Cmd("payment-id-129", pay_cmd(pid="P" * 129), 2, "--payment-id"),
     Cmd("payment-id-newline", pay_cmd(pid="P\n1"), 2, "--payment-id"),
     Cmd("payment-id-bidi", pay_cmd(pid="P\u202e1"), 2, "--payment-id"),
-    Cmd("payment-id-bidi-alm", pay_cmd("1.00", pid="P-alm\u061c1"), 2, "--payment-id", xfail=ALM),
+    Cmd("payment-id-bidi-alm", pay_cmd("1.00", pid="P-alm\u061c1"), 2, "--payment-id"),
     Cmd("channel-tab", pay_cmd("100", "--channel", "ali\tpay"), 2, "--channel"),
     Cmd("paid-at-no-offset", pay_cmd("100", "--paid-at", f"{TODAY}T10:00"), 2, "--paid-at"),
     Cmd("paid-at-not-a-date", pay_cmd("100", "--paid-at", "yesterday"), 2, "--paid-at"),

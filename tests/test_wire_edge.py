@@ -280,3 +280,50 @@ def test_a_value_the_database_cannot_bind_is_not_retried(engine: Engine) -> None
     with pytest.raises(ApplicationError) as info:
         RecordActivities(engine).record_loan(record)
     assert info.value.non_retryable and info.value.type == "InvalidData"
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["p\u061c1", "p\u20281", "p\u20291", "p\u200b1", "p\ufeff1", "p\u00ad1"],
+    ids=[
+        "arabic-letter-mark",
+        "line-separator",
+        "paragraph-separator",
+        "zero-width-space",
+        "bom",
+        "soft-hyphen",
+    ],
+)
+def test_ids_refuse_every_format_and_separator_character(bad: str) -> None:
+    """Found by the bad-input catalogue: the list of refused characters missed U+061C and
+    the Unicode separators; now every control (Cc), format (Cf), line (Zl) and paragraph
+    (Zp) character is refused by category."""
+    with pytest.raises(ValidationError, match="control or invisible characters"):
+        PaymentIn(payment_id=bad, amount=1)
+
+
+@pytest.mark.parametrize("stamp", [1796048006, 1796048006.5, "1796048006", " 1796048006 "])
+def test_a_time_is_iso_text_never_a_unix_timestamp(stamp: object) -> None:
+    """Found by the bad-input catalogue: a number (or numeric text) was read as a Unix
+    timestamp in UTC."""
+    with pytest.raises(ValidationError, match="ISO 8601") as err:
+        PaymentIn.model_validate({"payment_id": "p", "amount": 1, "paid_at": stamp})
+    assert err.value.errors()[0]["loc"] == ("paid_at",)
+
+
+def test_iso_dates_still_decode_in_strict_json_mode() -> None:
+    start = {
+        "loan_id": "L-1",
+        "borrower_id": "B-1",
+        "product": "credit",
+        "principal": 100_000,
+        "annual_rate_bps": 1800,
+        "term_months": 3,
+        "repayment_method": "equal_installment",
+        "disbursed_on": "2026-11-30",
+    }
+    assert LoanStart.model_validate_json(json.dumps(start), strict=True).disbursed_on == date(2026, 11, 30)
+    paid = PaymentIn.model_validate_json(
+        '{"payment_id": "p", "amount": 1, "paid_at": "2026-11-30T10:00:00+08:00"}'
+    )
+    assert paid.paid_at is not None and paid.paid_at.utcoffset() == timedelta(hours=8)
