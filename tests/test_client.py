@@ -21,24 +21,15 @@ from models.contract import workflow_id
 from models.wire import LoanStart, PaymentIn, RestructuringIn
 from settings import Settings
 from tests.conftest import running_worker
+from tests.loans import loan_start
 
 pytestmark = pytest.mark.temporal
 
 
 def overdue_start(dpd: int) -> LoanStart:
     first_due = datetime.now(ZoneInfo("Asia/Shanghai")).date() - timedelta(days=dpd)
-    return LoanStart.model_validate(
-        {
-            "loan_id": f"CL-{uuid.uuid4().hex[:10]}",
-            "borrower_id": "B-1",
-            "product": "credit",
-            "principal": 1_200_000,
-            "annual_rate_bps": 1800,
-            "term_months": 12,
-            "repayment_method": "equal_installment",
-            "disbursed_on": first_due - timedelta(days=30),
-            "first_due_date": first_due,
-        }
+    return loan_start(
+        first_due - timedelta(days=30), loan_id=f"CL-{uuid.uuid4().hex[:10]}", first_due_date=first_due
     )
 
 
