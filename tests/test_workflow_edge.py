@@ -10,7 +10,7 @@ import functools
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -25,6 +25,8 @@ from temporalio.worker import Worker
 
 from activities import collection_activities
 from activities.delivery import RecordingDeliverer
+from domain.onboarding import open_case
+from domain.policy import load_policy
 from models.tables import AuditLog, Loan, Payment
 from models.wire import CaseView, PaymentIn
 from tests.conftest import running_worker
@@ -362,6 +364,44 @@ async def test_an_invalid_start_sent_directly_fails_as_invalid_loan(
     assert field in cause.message
     with Session(wf_db) as s:
         assert s.get(Loan, raw["loan_id"]) is None
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [
+        ([], "(record)"),
+        (["GOOD", {}], "expected one argument, got 2"),
+        (["CARRIED"], "case"),
+    ],
+    ids=["no-argument", "two-arguments", "made-up-carried-case"],
+)
+async def test_a_start_of_the_wrong_shape_fails_as_invalid_loan(
+    dev_env: WorkflowEnvironment, task_queue: str, wf_db: Engine, args: list[Any], field: str
+) -> None:
+    """Found by review: a start with no argument or two arguments failed the first workflow
+    task forever, and a caller could start a loan with a made-up carried case (which only
+    a continued run may take)."""
+    today = local_today(datetime.now().astimezone())
+    good = loan_start(today)
+    raw = good.model_dump(mode="json")
+    made_up = open_case(
+        **good.model_dump(exclude={"policy"}), policy=load_policy("standard"), now=datetime.now(UTC)
+    )
+    carried = {"start": raw, "case": made_up.model_dump(mode="json")}
+    sent = [raw if a == "GOOD" else carried if a == "CARRIED" else a for a in args]
+    async with running_worker(dev_env.client, task_queue, wf_db):
+        handle = await dev_env.client.start_workflow(
+            "LoanCollection", args=sent, id=f"loan-{good.loan_id}", task_queue=task_queue
+        )
+        STARTED.append(handle)
+        with pytest.raises(WorkflowFailureError) as info:
+            await asyncio.wait_for(handle.result(), timeout=30)
+    cause = info.value.cause
+    assert isinstance(cause, ApplicationError) and cause.type == "InvalidLoan", cause
+    assert field in cause.message
+    assert not await task_failures(handle)
+    with Session(wf_db) as s:
+        assert s.get(Loan, good.loan_id) is None
 
 
 # --- Activities that fail for good ------------------------------------------------------

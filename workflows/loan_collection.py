@@ -63,14 +63,14 @@ LOG_MAX = 500  # characters of an audit detail (and its log line)
 @workflow.defn(name=contract.WORKFLOW_TYPE)
 class LoanCollection:
     @workflow.init
-    def __init__(self, arg: Any) -> None:
+    def __init__(self, arg: Any = None, *extra: Any) -> None:
         # The argument is taken undecoded (see decode_start): an invalid one is refused by
         # run(); until then handlers wait and the query refuses.
         self.invalid: ApplicationError | None = None
         self.start: LoanStart | None = None
         carried: Case | None = None
         try:
-            decoded = decode_start(arg)
+            decoded = decode_start(arg, *extra, continued=workflow.info().continued_run_id is not None)
         except ApplicationError as exc:
             self.invalid = exc
         else:
@@ -93,7 +93,7 @@ class LoanCollection:
     # --- The story of a loan ------------------------------------------------------------
 
     @workflow.run
-    async def run(self, arg: Any) -> CaseView:
+    async def run(self, arg: Any = None, *extra: Any) -> CaseView:
         if self.invalid is not None:
             raise self.invalid
         if self.case is None:  # a new loan (a continued run carries its case)
@@ -163,7 +163,7 @@ class LoanCollection:
         except ActivityFailed as exc:
             if exc.error_type == "LoanConflict":
                 raise ApplicationError(exc.message, type="LoanConflict", non_retryable=True) from None
-            self._failed(exc, now, self.write_retry)
+            self._failed(exc, self.write_retry)
             return False
         self.loan_recorded = True
         return True
@@ -216,7 +216,7 @@ class LoanCollection:
         try:
             outcome = await self._perform(action, now)
         except ActivityFailed as exc:
-            self._failed(exc, now, self.act_retry)
+            self._failed(exc, self.act_retry)
             return None
         self.act_retry.ok()
         return outcome
@@ -230,7 +230,7 @@ class LoanCollection:
             try:
                 sent = await self._local(ContactActivities.send_contact, contact, summary=action.summary)
             except ActivityFailed as exc:
-                self._failed(exc, now, None)
+                self._failed(exc, None)
                 return Outcome(delivered=False)
             if kind is ActionKind.CREDIT_NOTICE and sent.status == "delivered":
                 await self._file(action, now)
@@ -273,9 +273,11 @@ class LoanCollection:
 
     # --- Writing down: audit, payments booked, projection; search attributes ------------
 
-    def _failed(self, exc: ActivityFailed, now: datetime, backoff: Backoff | None) -> None:
+    def _failed(self, exc: ActivityFailed, backoff: Backoff | None) -> None:
         """An activity failed for good: remembered on the case (the `state` answer's
-        `activity_failures`) and audited; `backoff` says when to try again."""
+        `activity_failures`) and audited; `backoff` says when to try again, counted from
+        now (the activity may have retried for minutes since the step began)."""
+        now = workflow.now()
         error = f"{exc.error_type}: {exc.message}" if exc.error_type else exc.message
         activity = exc.activity
         retry_at = backoff.fail(now) if backoff is not None else None
@@ -327,7 +329,7 @@ class LoanCollection:
             except ActivityFailed as exc:
                 # Kept queued (with anything handled meanwhile) and written once it works.
                 self.bookings, self.journal = bookings + self.bookings, journal + self.journal
-                self._failed(exc, now, self.write_retry)
+                self._failed(exc, self.write_retry)
                 return
             self.synced = fingerprint
         self.write_retry.ok()

@@ -56,14 +56,24 @@ class ActivityFailed(Exception):
         self.activity, self.error_type, self.message = activity, error_type, message
 
 
-def decode_start(arg: object) -> LoanStart | CarriedCase:
-    """The workflow's argument: a start input (DESIGN.md) or, after continue-as-new, the
-    carried case. Decoded here rather than by the SDK, so an invalid start input fails the
-    workflow as `InvalidLoan` naming the field instead of failing its first task forever."""
+def decode_start(arg: object, *extra: object, continued: bool) -> LoanStart | CarriedCase:
+    """The workflow's argument: a start input (DESIGN.md) or, only in a run continued by
+    continue-as-new (`continued`), the carried case: a caller starting a loan can never
+    hand it a made-up case. Decoded here rather than by the SDK, so an invalid start input
+    (also none, or more than one argument) fails the workflow as `InvalidLoan` naming the
+    field instead of failing its first task forever."""
     try:
-        if isinstance(arg, LoanStart | CarriedCase):
+        if extra:
+            raise ApplicationError(
+                f"invalid start input: (record): expected one argument, got {1 + len(extra)}",
+                type="InvalidLoan",
+                non_retryable=True,
+            )
+        if continued and isinstance(arg, CarriedCase):
             return arg
-        if isinstance(arg, dict) and set(arg) == {"start", "case"}:
+        if isinstance(arg, LoanStart):
+            return arg
+        if continued and isinstance(arg, dict) and set(arg) == {"start", "case"}:
             return CarriedCase.model_validate(arg)
         if not isinstance(arg, dict):
             raise ApplicationError(
