@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import pytest
@@ -214,3 +214,9 @@ def test_open_case_refuses_bad_terms() -> None:
     with pytest.raises(TermsError) as err:
         make_case(term=0)
     assert err.value.field == "term_months"
+
+
+def test_open_case_refuses_an_unknown_time_zone_naming_it() -> None:
+    with pytest.raises(TermsError) as err:
+        make_case(tz="Mars/Olympus_Mons", onboarded=datetime(2024, 1, 15, 2, tzinfo=UTC))
+    assert err.value.field == "timezone"
