@@ -3,6 +3,8 @@ queue per test, and the database fixtures of tests/db_fixtures.py."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import shutil
 import sys
@@ -46,17 +48,36 @@ def _binary(name: str) -> str:
     return path
 
 
-@pytest_asyncio.fixture(scope="session")
-async def ts_env() -> AsyncIterator[WorkflowEnvironment]:
-    """The Java time-skipping test server: a 90-day ladder runs in well under a second."""
+async def _time_skipping_server() -> WorkflowEnvironment:
     env = await WorkflowEnvironment.start_time_skipping(
         test_server_existing_path=_binary("temporal-test-server"),
         data_converter=pydantic_data_converter,
     )
     await ensure_search_attributes(env.client, env.client.namespace)
+    return env
+
+
+@pytest_asyncio.fixture(scope="session")
+async def _ts_server() -> AsyncIterator[list[WorkflowEnvironment]]:
     preload_policies()
-    yield env
-    await env.shutdown()
+    held = [await _time_skipping_server()]
+    yield held
+    await held[0].shutdown()
+
+
+@pytest_asyncio.fixture
+async def ts_env(_ts_server: list[WorkflowEnvironment]) -> WorkflowEnvironment:
+    """The Java time-skipping test server: a 90-day ladder runs in well under a second.
+    Shared by the tests; if a test left it unanswering (a dropped connection on a loaded
+    machine), the next test gets a fresh one instead of timing out in turn."""
+    env = _ts_server[0]
+    try:
+        await asyncio.wait_for(env.get_current_time(), timeout=15)
+    except Exception:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(env.shutdown(), timeout=15)
+        env = _ts_server[0] = await _time_skipping_server()
+    return env
 
 
 @pytest_asyncio.fixture(scope="session")
