@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
 
 import pytest
@@ -57,28 +58,36 @@ def postgres_schema_url(schema: str) -> str:
     return url.render_as_string(hide_password=False)
 
 
-@pytest.fixture(params=BACKENDS)
-def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if request.param == "sqlite":
-        path = tmp_path_factory.mktemp("db") / "collections.db"
-        yield f"sqlite:///{path}"
-        return
+@contextmanager
+def fresh_postgres_schema(prefix: str) -> Iterator[str]:
+    """A new schema `<prefix>_<hex>` in the PostgreSQL test database, dropped afterwards.
+    PostgreSQL unreachable: the test is skipped, but fails in CI."""
     problem = _postgres_problem()
     if problem is not None:
         msg = f"PostgreSQL at {make_url(postgres_base_url())!r} unreachable: {problem}"
         if _in_ci():
             pytest.fail(msg)
         pytest.skip(msg)
-    schema = f"t_{uuid.uuid4().hex[:16]}"
+    schema = f"{prefix}_{uuid.uuid4().hex[:16]}"
     admin = make_engine(postgres_base_url())
     try:
         with admin.begin() as conn:
             conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        yield postgres_schema_url(schema)
+        yield schema
     finally:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(params=BACKENDS)
+def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("db") / "collections.db"
+        yield f"sqlite:///{path}"
+        return
+    with fresh_postgres_schema("t") as schema:
+        yield postgres_schema_url(schema)
 
 
 @pytest.fixture

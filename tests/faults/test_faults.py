@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from client import CollectionsClient
 from client.search_attributes import ensure_search_attributes
@@ -39,7 +38,7 @@ from models.db import make_engine, normalize_url, session_scope, upgrade_schema
 from models.tables import BorrowerCreate
 from settings import Settings
 from tests.conftest import _binary
-from tests.db_fixtures import _in_ci, _postgres_problem, postgres_base_url, postgres_schema_url
+from tests.db_fixtures import fresh_postgres_schema, postgres_schema_url
 from tests.faults.harness import DevServer, PgProxy, WorkerProcess, tail, until
 from tests.faults.payments import Driver, Findings, make_book, plan_payments, settled, verify
 
@@ -202,22 +201,8 @@ async def test_worker_kills_and_a_server_restart(tmp_path: Path) -> None:
 def postgres_schema() -> Any:
     """A fresh schema in the test database (dropped afterwards); PostgreSQL unreachable:
     skipped, but failed in CI."""
-    problem = _postgres_problem()
-    if problem is not None:
-        message = f"PostgreSQL at {make_url(postgres_base_url())!r} unreachable: {problem}"
-        if _in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
-    schema = f"faults_{uuid.uuid4().hex[:12]}"
-    admin = make_engine(postgres_base_url())
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    with fresh_postgres_schema("faults") as schema:
         yield schema
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
 
 
 async def test_postgresql_outage(tmp_path: Path, postgres_schema: str) -> None:
