@@ -62,6 +62,10 @@ class ActionKind(StrEnum):
     # Follow-ups owed after a cure or payoff.
     RELEASE_AGENT = "release_agent"
     CREDIT_UPDATE = "credit_update"
+    # The collector's desk: a broken promise's SMS, and the filings a hold leads to.
+    BROKEN_PROMISE = "broken_promise"
+    DISPUTE_OVERDUE = "dispute_overdue"  # a dispute still open after dispute_response_days
+    HARDSHIP_REVIEW = "hardship_review"  # a hardship ended: the agent (or queue) reviews
     # Nothing to do but bring DPD and the search attributes up to date (local midnight).
     REFRESH = "refresh"
 
@@ -73,5 +77,78 @@ CONTACT_KINDS = frozenset(
         ActionKind.CREDIT_NOTICE,
         ActionKind.VOICE_CALL,
         ActionKind.DEMAND_LETTER,
+        ActionKind.BROKEN_PROMISE,
     }
 )
+
+
+class HoldReason(StrEnum):
+    """What holds the ladder, strongest first (`hold` shows the strongest)."""
+
+    DISPUTE = "DISPUTE"
+    HARDSHIP = "HARDSHIP"
+    PROMISE = "PROMISE"
+
+
+class PromiseStatus(StrEnum):
+    OPEN = "open"
+    KEPT = "kept"
+    BROKEN = "broken"
+
+
+class DisputeReason(StrEnum):
+    AMOUNT = "amount"
+    IDENTITY = "identity"
+    FRAUD = "fraud"
+    SERVICE = "service"
+    OTHER = "other"
+
+
+class DisputeOutcome(StrEnum):
+    UPHELD = "upheld"
+    REJECTED = "rejected"
+
+
+class DisputeStatus(StrEnum):
+    OPEN = "open"
+    UPHELD = "upheld"
+    REJECTED = "rejected"
+
+
+class HardshipReason(StrEnum):
+    JOB_LOSS = "job_loss"
+    ILLNESS = "illness"
+    DISASTER = "disaster"
+    OTHER = "other"
+
+
+class HardshipStatus(StrEnum):
+    ACTIVE = "active"
+    ENDED = "ended"
+
+
+class LoggedChannel(StrEnum):
+    """How a collector reached (or tried to reach) the borrower."""
+
+    VOICE = "voice"  # an outbound call: inside the window and the call caps
+    FIELD_VISIT = "field_visit"  # in person: at least two collectors, inside the window
+    INBOUND = "inbound"  # the borrower called in
+
+
+class ContactResult(StrEnum):
+    REACHED = "reached"
+    NO_ANSWER = "no_answer"
+    WRONG_NUMBER = "wrong_number"
+    REFUSED = "refused"
+
+
+class OverdueReason(StrEnum):
+    """Why the loan is overdue, as the collector learned it."""
+
+    JOB_LOSS = "job_loss"
+    ILLNESS = "illness"
+    BUSINESS_LOSS = "business_loss"
+    FORGOT = "forgot"
+    DISPUTE = "dispute"
+    UNWILLING = "unwilling"
+    OTHER = "other"

@@ -15,6 +15,22 @@ PAYMENT_RECEIVED = "payment_received"
 APPLY_RESTRUCTURING = "apply_restructuring"
 RESTRUCTURING_APPROVED = "restructuring_approved"
 
+# The collector's desk and borrower protections (DESIGN.md contract part 2).
+RECORD_PROMISE = "record_promise"
+PROMISE_MADE = "promise_made"
+OPEN_DISPUTE = "open_dispute"
+DISPUTE_OPENED = "dispute_opened"
+RESOLVE_DISPUTE = "resolve_dispute"
+DISPUTE_RESOLVED = "dispute_resolved"
+START_HARDSHIP = "start_hardship"
+HARDSHIP_APPROVED = "hardship_approved"
+END_HARDSHIP = "end_hardship"
+HARDSHIP_ENDED = "hardship_ended"
+SET_CONTACT_PREFERENCES = "set_contact_preferences"
+CONTACT_PREFERENCES_SET = "contact_preferences_set"
+LOG_CONTACT = "log_contact"
+CONTACT_LOGGED = "contact_logged"
+
 # Queries.
 STATE = "state"
 

@@ -19,8 +19,18 @@ from domain.enums import (
     ActionKind,
     Channel,
     CollectionStage,
+    ContactResult,
+    DisputeOutcome,
+    DisputeReason,
+    DisputeStatus,
+    HardshipReason,
+    HardshipStatus,
+    HoldReason,
     InstallmentStatus,
+    LoggedChannel,
+    OverdueReason,
     Product,
+    PromiseStatus,
     RepaymentMethod,
     RestructuringKind,
 )
@@ -163,6 +173,117 @@ class RestructuringIn(Wire):
     waive_amount: Amount | None = None
 
 
+# --- The collector's desk and borrower protections (contract part 2) ------------------
+
+MAX_AGENTS_PER_CONTACT = 10
+
+
+class PromiseIn(Wire):
+    """record_promise / promise_made: a promise to pay (承诺还款)."""
+
+    promise_id: Ident
+    amount: Amount
+    promised_date: Day  # the borrower's local date
+    agent_id: Ident
+
+
+class DisputeOpenIn(Wire):
+    """open_dispute / dispute_opened: the borrower contests the debt (异议)."""
+
+    dispute_id: Ident
+    reason: DisputeReason
+    opened_by: Text
+
+
+class DisputeResolveIn(Wire):
+    """resolve_dispute / dispute_resolved."""
+
+    dispute_id: Ident
+    outcome: DisputeOutcome
+    resolved_by: Text
+
+
+class HardshipStartIn(Wire):
+    """start_hardship / hardship_approved: hardship relief (困难帮扶). The approval is
+    checked by the case (refused naming approved_by / approval_ref when missing)."""
+
+    hardship_id: Ident
+    reason: HardshipReason
+    until: Day  # the borrower's local date, inclusive
+    approved_by: Text | None = None
+    approval_ref: Text | None = None
+
+
+class HardshipEndIn(Wire):
+    """end_hardship / hardship_ended: ends the relief early."""
+
+    hardship_id: Ident
+    ended_by: Text
+
+
+class PreferencesIn(Wire):
+    """set_contact_preferences / contact_preferences_set: the channels the borrower
+    accepts (a letter is always allowed)."""
+
+    preference_id: Ident
+    channels: Annotated[list[Channel], Field(min_length=1, max_length=len(Channel))]
+    set_by: Text
+
+
+class ContactLogIn(Wire):
+    """log_contact / contact_logged: a collector's call or visit."""
+
+    contact_id: Ident
+    agent_ids: Annotated[list[Ident], Field(min_length=1, max_length=MAX_AGENTS_PER_CONTACT)]
+    channel: LoggedChannel
+    result: ContactResult
+    reason: OverdueReason | None = None
+    at: Instant
+
+
+class HoldView(Wire):
+    """The strongest hold standing (DISPUTE > HARDSHIP > PROMISE): `until` is the last
+    local day it holds (null: open-ended), `ref` the id of the message that set it."""
+
+    reason: HoldReason
+    until: date | None
+    ref: str
+
+
+class PromiseView(Wire):
+    promise_id: str
+    amount: int
+    promised_date: date
+    status: PromiseStatus
+
+
+class DisputeView(Wire):
+    dispute_id: str
+    reason: DisputeReason
+    status: DisputeStatus
+    escalated: bool
+
+
+class HardshipView(Wire):
+    hardship_id: str
+    until: date
+    status: HardshipStatus
+
+
+class DeskResult(Wire):
+    """The answer of every part-2 update: which message (`kind`: promise / dispute /
+    hardship / preferences / contact) and id, its status after the message, whether it
+    was already applied (`duplicate`: nothing changed), and the case's protections now."""
+
+    kind: str
+    id: str
+    status: str
+    duplicate: bool = False
+    hold: HoldView | None
+    broken_promises: int
+    contact_channels: list[Channel]
+
+
 class Allocation(Wire):
     penalty: int = 0
     fee: int = 0
@@ -229,6 +350,13 @@ class CaseView(Wire):
     legal_referred: bool
     closed: bool
     activity_failures: list[ActivityFailureView] = Field(default_factory=list)
+    # Contract part 2: the collector's desk and borrower protections.
+    hold: HoldView | None = None
+    promises: list[PromiseView] = Field(default_factory=list)
+    disputes: list[DisputeView] = Field(default_factory=list)
+    hardships: list[HardshipView] = Field(default_factory=list)
+    contact_channels: list[Channel] = Field(default_factory=list)
+    broken_promises: int = 0
 
 
 class ScheduleSummary(Wire):
@@ -366,6 +494,8 @@ class CaseFiling(Wire):
     outstanding: Outstanding
     currency: str
     detail: str = ""
+    # Who the filing goes to (a hardship review: the assigned agent; None: the queue).
+    agent_id: str | None = None
 
 
 class AuditEvent(Wire):
@@ -387,6 +517,84 @@ class CarriedCase(Wire):
     case: Case
 
 
+# --- The collector's desk as the lender's records (one row per id, kept current) -------
+
+
+class PromiseRecord(Wire):
+    loan_id: str
+    borrower_id: str
+    promise_id: str
+    amount: int
+    currency: str
+    promised_date: date
+    agent_id: str
+    status: PromiseStatus
+    made_at: datetime
+    settled_at: datetime | None = None  # kept or broken
+
+
+class DisputeRecord(Wire):
+    loan_id: str
+    borrower_id: str
+    dispute_id: str
+    reason: DisputeReason
+    opened_by: str
+    opened_at: datetime
+    status: DisputeStatus
+    escalated: bool = False
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
+
+
+class HardshipRecord(Wire):
+    loan_id: str
+    borrower_id: str
+    hardship_id: str
+    reason: HardshipReason
+    starts_on: date
+    until: date
+    approved_by: str
+    approval_ref: str
+    approved_at: datetime
+    status: HardshipStatus
+    ended_by: str | None = None  # None while active, or when it ran to its end
+    ended_at: datetime | None = None
+
+
+class PreferenceRecord(Wire):
+    loan_id: str
+    borrower_id: str
+    preference_id: str
+    channels: list[Channel]  # as allowed after the message (letter always included)
+    set_by: str
+    at: datetime
+
+
+class ContactLogRecord(Wire):
+    loan_id: str
+    borrower_id: str
+    contact_id: str
+    agent_ids: list[str]
+    channel: LoggedChannel
+    result: ContactResult
+    reason: OverdueReason | None = None
+    at: datetime
+
+
+class DeskRecords(Wire):
+    """Promises, disputes, hardships, preferences and logged contacts as they stand: each
+    row is written by its id (inserted, or brought up to date when its status changed)."""
+
+    promises: list[PromiseRecord] = Field(default_factory=list)
+    disputes: list[DisputeRecord] = Field(default_factory=list)
+    hardships: list[HardshipRecord] = Field(default_factory=list)
+    preferences: list[PreferenceRecord] = Field(default_factory=list)
+    contacts: list[ContactLogRecord] = Field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.promises or self.disputes or self.hardships or self.preferences or self.contacts)
+
+
 class CaseEvents(Wire):
     """record_case_events: what the workflow has to write down after handling messages
     or acting — payments booked, audit entries and the loan projection — in one call,
@@ -395,3 +603,4 @@ class CaseEvents(Wire):
     payments: list[PaymentBooking] = Field(default_factory=list)
     audit: list[AuditEvent] = Field(default_factory=list)
     projection: LoanProjection | None = None
+    desk: DeskRecords | None = None
