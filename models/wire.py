@@ -185,6 +185,9 @@ class PromiseIn(Wire):
     amount: Amount
     promised_date: Day  # the borrower's local date
     agent_id: Ident
+    # An addition to DESIGN.md: when the promise was made, if it is entered later (a
+    # call logged after the fact); at most max_promise_days back. Default: now.
+    made_at: Instant | None = None
 
 
 class DisputeOpenIn(Wire):
@@ -193,6 +196,10 @@ class DisputeOpenIn(Wire):
     dispute_id: Ident
     reason: DisputeReason
     opened_by: Text
+    # An addition to DESIGN.md: when the dispute was received (a letter, a branch), if
+    # it is entered later: the response deadline counts from then; at most
+    # dispute_response_days back. Default: now.
+    opened_at: Instant | None = None
 
 
 class DisputeResolveIn(Wire):
