@@ -20,8 +20,9 @@ from models import contract
 from models.tables import Assignment, AuditLog, ContactAttempt, CreditBureauRecord
 from models.wire import CaseView, DeskResult, PaymentIn
 from tests.conftest import running_worker
-from tests.loans import loan_start, local_today, sleep_until_local, start_loan, state
+from tests.loans import STARTED, loan_start, local_today, sleep_until_local, start_loan, state
 from tests.test_workflow_ladder import seed
+from tests.visibility import eventually
 from workflows.loan_collection import LoanCollection
 
 pytestmark = pytest.mark.temporal
@@ -329,3 +330,34 @@ async def test_the_contact_log_is_a_compliance_gate(
     assert alone.startswith("agent_ids:") and "at least two collectors" in alone
     assert over_cap.startswith("at:") and "call caps" in over_cap
     assert again.duplicate
+
+
+@pytest.mark.parametrize("how", ["signal-with-start", "sent-before-any-worker"])
+async def test_a_desk_signal_in_the_first_workflow_task_is_applied(
+    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine, how: str
+) -> None:
+    """Found by review: handlers registered in __init__ missed a signal delivered with the
+    run's first task (it was recorded as rejected and the dispute was lost)."""
+    start = loan_start(local_today(await ts_env.get_current_time()) - timedelta(days=1), term_months=6)
+    dispute = {"dispute_id": "D-1", "reason": "amount", "opened_by": "ops"}
+    if how == "signal-with-start":
+        handle = await ts_env.client.start_workflow(
+            LoanCollection.run,
+            start,
+            id=f"loan-{start.loan_id}",
+            task_queue=task_queue,
+            start_signal=contract.DISPUTE_OPENED,
+            start_signal_args=[dispute],
+        )
+        STARTED.append(handle)
+    else:
+        handle = await start_loan(ts_env.client, task_queue, start)
+        await handle.signal(contract.DISPUTE_OPENED, dispute)
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        # The signal waits for the case to be opened (its policy loaded) before it is
+        # applied; a query before then answers from the start input alone.
+        view = await eventually(lambda: state(handle), lambda v: bool(v.disputes))
+
+    assert [d.dispute_id for d in view.disputes] == ["D-1"]
+    assert view.hold is not None and view.hold.reason == "DISPUTE"
+    assert audit(wf_db, start.loan_id, "rejected") == []

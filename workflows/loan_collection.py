@@ -30,8 +30,8 @@ with workflow.unsafe.imports_passed_through():
     from domain.planner import Outcome, PlannedAction, next_action, reconcile, record_outcome
     from domain.policy import Policy, PolicyError, load_policy
     from domain.schedule import TermsError
-    from models import actions, contract, search
-    from models.messages import DESK, PAYMENT, RESTRUCTURING, Intake, Undecodable
+    from models import actions, contract, messages, search
+    from models.messages import PAYMENT, RESTRUCTURING, Intake, Undecodable
     from models.views import (
         case_view,
         details_markdown,
@@ -91,8 +91,6 @@ class LoanCollection:
         self.write_retry = Backoff()  # writing down (record_loan, record_case_events) failed
         self.act_retry = Backoff()  # a planned step's activity failed
         self.desk_written: dict[str, object] = {}  # desk records as last written, by key
-        for intake in DESK:
-            self._register(intake)
 
     # --- The story of a loan ------------------------------------------------------------
 
@@ -393,22 +391,94 @@ class LoanCollection:
     async def restructuring_approved(self, req: Any = None, *extra: Any) -> None:
         await self._signal(RESTRUCTURING, req, extra)
 
-    def _register(self, intake: Intake[Any, DeskResult]) -> None:
-        """The collector's desk: each message's update (with its validator) and signal
-        twin, registered from its intake spec (models/messages.py DESK) when the workflow
-        is created, before any message is delivered."""
+    # The collector's desk (contract part 2). Declared on the class like the payment's:
+    # a signal that arrives in a run's first workflow task (signal-with-start, or sent
+    # before any worker ran) is delivered before __init__ runs, so a handler registered
+    # there would miss it.
 
-        async def update(raw: Any = None, *extra: Any) -> DeskResult:
-            return await self._update(intake, raw, extra)
+    @typed_update(contract.RECORD_PROMISE)
+    async def record_promise(self, req: Any = None, *extra: Any) -> DeskResult:
+        return await self._update(messages.PROMISE, req, extra)
 
-        def validate(raw: Any = None, *extra: Any) -> None:
-            self._validate(intake, raw, extra)
+    @record_promise.validator
+    def _validate_record_promise(self, req: Any = None, *extra: Any) -> None:
+        self._validate(messages.PROMISE, req, extra)
 
-        async def signal(raw: Any = None, *extra: Any) -> None:
-            await self._signal(intake, raw, extra)
+    @workflow.signal(name=contract.PROMISE_MADE)
+    async def promise_made(self, req: Any = None, *extra: Any) -> None:
+        await self._signal(messages.PROMISE, req, extra)
 
-        workflow.set_update_handler(intake.update, update, validator=validate)
-        workflow.set_signal_handler(intake.signal, signal)
+    @typed_update(contract.OPEN_DISPUTE)
+    async def open_dispute(self, req: Any = None, *extra: Any) -> DeskResult:
+        return await self._update(messages.DISPUTE_OPEN, req, extra)
+
+    @open_dispute.validator
+    def _validate_open_dispute(self, req: Any = None, *extra: Any) -> None:
+        self._validate(messages.DISPUTE_OPEN, req, extra)
+
+    @workflow.signal(name=contract.DISPUTE_OPENED)
+    async def dispute_opened(self, req: Any = None, *extra: Any) -> None:
+        await self._signal(messages.DISPUTE_OPEN, req, extra)
+
+    @typed_update(contract.RESOLVE_DISPUTE)
+    async def resolve_dispute(self, req: Any = None, *extra: Any) -> DeskResult:
+        return await self._update(messages.DISPUTE_RESOLVE, req, extra)
+
+    @resolve_dispute.validator
+    def _validate_resolve_dispute(self, req: Any = None, *extra: Any) -> None:
+        self._validate(messages.DISPUTE_RESOLVE, req, extra)
+
+    @workflow.signal(name=contract.DISPUTE_RESOLVED)
+    async def dispute_resolved(self, req: Any = None, *extra: Any) -> None:
+        await self._signal(messages.DISPUTE_RESOLVE, req, extra)
+
+    @typed_update(contract.START_HARDSHIP)
+    async def start_hardship(self, req: Any = None, *extra: Any) -> DeskResult:
+        return await self._update(messages.HARDSHIP_START, req, extra)
+
+    @start_hardship.validator
+    def _validate_start_hardship(self, req: Any = None, *extra: Any) -> None:
+        self._validate(messages.HARDSHIP_START, req, extra)
+
+    @workflow.signal(name=contract.HARDSHIP_APPROVED)
+    async def hardship_approved(self, req: Any = None, *extra: Any) -> None:
+        await self._signal(messages.HARDSHIP_START, req, extra)
+
+    @typed_update(contract.END_HARDSHIP)
+    async def end_hardship(self, req: Any = None, *extra: Any) -> DeskResult:
+        return await self._update(messages.HARDSHIP_END, req, extra)
+
+    @end_hardship.validator
+    def _validate_end_hardship(self, req: Any = None, *extra: Any) -> None:
+        self._validate(messages.HARDSHIP_END, req, extra)
+
+    @workflow.signal(name=contract.HARDSHIP_ENDED)
+    async def hardship_ended(self, req: Any = None, *extra: Any) -> None:
+        await self._signal(messages.HARDSHIP_END, req, extra)
+
+    @typed_update(contract.SET_CONTACT_PREFERENCES)
+    async def set_contact_preferences(self, req: Any = None, *extra: Any) -> DeskResult:
+        return await self._update(messages.PREFERENCES, req, extra)
+
+    @set_contact_preferences.validator
+    def _validate_set_contact_preferences(self, req: Any = None, *extra: Any) -> None:
+        self._validate(messages.PREFERENCES, req, extra)
+
+    @workflow.signal(name=contract.CONTACT_PREFERENCES_SET)
+    async def contact_preferences_set(self, req: Any = None, *extra: Any) -> None:
+        await self._signal(messages.PREFERENCES, req, extra)
+
+    @typed_update(contract.LOG_CONTACT)
+    async def log_contact(self, req: Any = None, *extra: Any) -> DeskResult:
+        return await self._update(messages.CONTACT_LOG, req, extra)
+
+    @log_contact.validator
+    def _validate_log_contact(self, req: Any = None, *extra: Any) -> None:
+        self._validate(messages.CONTACT_LOG, req, extra)
+
+    @workflow.signal(name=contract.CONTACT_LOGGED)
+    async def contact_logged(self, req: Any = None, *extra: Any) -> None:
+        await self._signal(messages.CONTACT_LOG, req, extra)
 
     @workflow.signal(dynamic=True)
     async def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:
