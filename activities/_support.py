@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DataError, IntegrityError, StatementError
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel, and_, select
 from temporalio.exceptions import ApplicationError
 
 from models.db import session_scope
@@ -98,3 +98,30 @@ def insert_unless_present(
         return True
 
     return insert_once(engine, work)
+
+
+def upsert_by_key(
+    session: Session, table: type[SQLModel], key: dict[str, Any], values: dict[str, Any]
+) -> bool:
+    """Insert the row of `table` identified by the unique columns `key` with `values`, or
+    bring the existing one up to date (latest wins). Only flushes: run it in
+    `insert_once`, so a writer that loses the race on the unique key runs again and
+    updates the winner's row. A row that already holds `values` is left untouched (and
+    its `updated_at`, when the table has one, only moves when a value changed). True when
+    something was written."""
+    where = and_(*(getattr(table, name) == value for name, value in key.items()))
+    row = session.exec(select(table).where(where)).first()
+    if row is None:
+        session.add(table(**key, **values))
+        session.flush()
+        return True
+    changed = {name: value for name, value in values.items() if getattr(row, name) != value}
+    if not changed:
+        return False
+    for name, value in changed.items():
+        setattr(row, name, value)
+    if "updated_at" in table.model_fields:
+        setattr(row, "updated_at", utcnow())  # noqa: B010
+    session.add(row)
+    session.flush()
+    return True

@@ -1,6 +1,7 @@
 """Case activities: collector assignment and release, and case filings (legal
-referral, credit bureau notice/report/update, charge-off, field visit). One row per
-business key: a retry or a replaced worker never assigns or files twice."""
+referral, credit bureau notice/report/update, charge-off, field visit, and the tasks a
+hold leads to: dispute overdue, hardship review). One row per business key: a retry or
+a replaced worker never assigns or files twice."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from models import repo
 from models.tables import (
     KEY_LEN,
     Assignment,
+    CaseTask,
     ChargeOff,
     CreditBureauRecord,
     FieldVisitTask,
@@ -37,8 +39,10 @@ _CREDIT_KIND = {
     ActionKind.CREDIT_REPORT: "report",
     ActionKind.CREDIT_UPDATE: "update",
 }
+# Work for a person, in `case_task`: to the filing's agent_id, or the queue (None).
+TASK_KINDS = frozenset({ActionKind.DISPUTE_OVERDUE, ActionKind.HARDSHIP_REVIEW})
 FILING_KINDS = frozenset(
-    {ActionKind.LEGAL_REFERRAL, ActionKind.CHARGE_OFF, ActionKind.FIELD_VISIT, *_CREDIT_KIND}
+    {ActionKind.LEGAL_REFERRAL, ActionKind.CHARGE_OFF, ActionKind.FIELD_VISIT, *_CREDIT_KIND, *TASK_KINDS}
 )
 
 
@@ -87,6 +91,17 @@ def _filing_row(f: CaseFiling) -> SQLModel:
     if f.kind == ActionKind.FIELD_VISIT:
         return FieldVisitTask(
             **common,
+            at=at,
+            days_past_due=f.days_past_due,
+            overdue=f.overdue,
+            currency=f.currency,
+            detail=f.detail,
+        )
+    if f.kind in TASK_KINDS:
+        return CaseTask(
+            **common,
+            kind=f.kind.value,
+            agent_id=f.agent_id,
             at=at,
             days_past_due=f.days_past_due,
             overdue=f.overdue,
@@ -179,7 +194,9 @@ class CaseActivities:
 
     @activity.defn(name="file_case_action")
     def file_case_action(self, filing: CaseFiling) -> None:
-        """One row per key in the table for `filing.kind`; a repeat adds nothing."""
+        """One row per key in the table for `filing.kind` (a dispute_overdue or
+        hardship_review filing: a `case_task` for `filing.agent_id`, or the unassigned
+        queue when None); a repeat adds nothing."""
         require(filing.key, "key", KEY_LEN)
         require(filing.loan_id, "loan_id")
         table = type(_filing_row(filing))  # validates the kind before touching the database

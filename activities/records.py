@@ -1,14 +1,19 @@
 """Record-keeping activities: the loan as disbursed, its projection, booked payments, the
-audit log, and the policy a new loan is collected under.
+audit log, the collector's desk (promises, disputes, hardships, contact preferences,
+logged contacts) and the policy a new loan is collected under.
 
 Each write is idempotent by a business key (loan_id, payment_id, the audit key, the
-projection's `as_of`), so a retry or a replaced worker never writes a record twice.
+projection's `as_of`, (loan_id, id) of a desk record), so a retry or a replaced worker
+never writes a record twice.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, SQLModel, col, func, select
 from temporalio import activity
 
 from activities._support import (
@@ -19,13 +24,28 @@ from activities._support import (
     non_retryable,
     require,
     unit_of_work,
+    upsert_by_key,
 )
 from domain.enums import CollectionStage
 from domain.policy import Policy, PolicyError, load_policy
-from models.tables import ID_LEN, KEY_LEN, AuditLog, InstallmentRow, Loan, Payment
+from models.tables import (
+    ID_LEN,
+    KEY_LEN,
+    REF_LEN,
+    AuditLog,
+    ContactLog,
+    ContactPreference,
+    Dispute,
+    Hardship,
+    InstallmentRow,
+    Loan,
+    Payment,
+    PromiseToPay,
+)
 from models.wire import (
     AuditEvent,
     CaseEvents,
+    DeskRecords,
     InstallmentView,
     LoanProjection,
     LoanRecord,
@@ -59,6 +79,110 @@ def _upsert_installments(
             if seq not in wanted:  # the schedule shrank (restructuring)
                 session.delete(row)
     session.flush()
+
+
+def _opt_utc(value: datetime | None) -> datetime | None:
+    return None if value is None else as_utc(value)
+
+
+# A desk record as a row: (table, its id column, the record's id, the other columns).
+DeskRow = tuple[type[SQLModel], str, str, dict[str, Any]]
+
+
+def _desk_rows(desk: DeskRecords) -> list[DeskRow]:
+    rows: list[DeskRow] = []
+    for p in desk.promises:
+        rows.append(
+            (
+                PromiseToPay,
+                "promise_id",
+                p.promise_id,
+                {
+                    "loan_id": p.loan_id,
+                    "borrower_id": p.borrower_id,
+                    "amount": p.amount,
+                    "currency": p.currency,
+                    "promised_date": p.promised_date,
+                    "agent_id": p.agent_id,
+                    "status": p.status.value,
+                    "made_at": as_utc(p.made_at),
+                    "settled_at": _opt_utc(p.settled_at),
+                },
+            )
+        )
+    for d in desk.disputes:
+        rows.append(
+            (
+                Dispute,
+                "dispute_id",
+                d.dispute_id,
+                {
+                    "loan_id": d.loan_id,
+                    "borrower_id": d.borrower_id,
+                    "reason": d.reason.value,
+                    "opened_by": d.opened_by,
+                    "opened_at": as_utc(d.opened_at),
+                    "status": d.status.value,
+                    "escalated": d.escalated,
+                    "resolved_by": d.resolved_by,
+                    "resolved_at": _opt_utc(d.resolved_at),
+                },
+            )
+        )
+    for h in desk.hardships:
+        rows.append(
+            (
+                Hardship,
+                "hardship_id",
+                h.hardship_id,
+                {
+                    "loan_id": h.loan_id,
+                    "borrower_id": h.borrower_id,
+                    "reason": h.reason.value,
+                    "starts_on": h.starts_on,
+                    "until": h.until,
+                    "approved_by": h.approved_by,
+                    "approval_ref": h.approval_ref,
+                    "approved_at": as_utc(h.approved_at),
+                    "status": h.status.value,
+                    "ended_by": h.ended_by,
+                    "ended_at": _opt_utc(h.ended_at),
+                },
+            )
+        )
+    for pref in desk.preferences:
+        rows.append(
+            (
+                ContactPreference,
+                "preference_id",
+                pref.preference_id,
+                {
+                    "loan_id": pref.loan_id,
+                    "borrower_id": pref.borrower_id,
+                    "channels": [c.value for c in pref.channels],
+                    "set_by": pref.set_by,
+                    "at": as_utc(pref.at),
+                },
+            )
+        )
+    for c in desk.contacts:
+        rows.append(
+            (
+                ContactLog,
+                "contact_id",
+                c.contact_id,
+                {
+                    "loan_id": c.loan_id,
+                    "borrower_id": c.borrower_id,
+                    "agent_ids": list(c.agent_ids),
+                    "channel": c.channel.value,
+                    "result": c.result.value,
+                    "reason": c.reason.value if c.reason is not None else None,
+                    "at": as_utc(c.at),
+                },
+            )
+        )
+    return rows
 
 
 class RecordActivities:
@@ -237,15 +361,37 @@ class RecordActivities:
             ),
         )
 
+    def write_desk(self, desk: DeskRecords) -> None:
+        """The collector's desk records as the workflow sends them (each as it stands), in
+        one transaction: a row per (loan_id, id) is inserted, or brought up to date
+        (status, escalated, resolved_*/ended_*, settled_at, channels...). Latest wins: the
+        workflow always sends the current state, never an older one. Writing the same
+        records again changes nothing (not even `updated_at`)."""
+        rows = _desk_rows(desk)
+        for _table, id_field, ident, values in rows:
+            require(values["loan_id"], "loan_id", ID_LEN)
+            require(ident, id_field, REF_LEN)
+
+        def work(session: Session) -> None:
+            for table, id_field, ident, values in rows:
+                key = {"loan_id": values["loan_id"], id_field: ident}
+                upsert_by_key(session, table, key, {k: v for k, v in values.items() if k != "loan_id"})
+
+        insert_once(self.engine, work)
+
     @activity.defn(name="record_case_events")
     def record_case_events(self, events: CaseEvents) -> None:
         """What the workflow writes down after handling messages or acting: payments
-        booked, audit entries and the loan projection. Each part is idempotent by its own
-        key, so a retry after a partial write completes the rest and duplicates nothing."""
+        booked, audit entries, the collector's desk records and the loan projection. Each
+        part is idempotent by its own key (the desk rows are written together in one
+        transaction), so a retry after a partial write completes the rest and duplicates
+        nothing."""
         for booking in events.payments:
             self.book_payment(booking)
         for entry in events.audit:
             self.write_audit(entry)
+        if events.desk:
+            self.write_desk(events.desk)
         if events.projection is not None:
             self.sync_loan(events.projection)
 

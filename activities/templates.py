@@ -94,6 +94,10 @@ _ZH: dict[str, Template] = {
         f"提起诉讼在内的措施，由此产生的费用及不良信用记录由您自行承担。\n"
         f"如对欠款有异议或需要协商还款方案，请联系我们。"
     ),
+    "broken_promise": lambda c: (
+        f"【还款提醒】您承诺的还款未按约定完成。您的借款（编号{c.loan}）已逾期{c.dpd}天，"
+        f"逾期金额{c.amount}。请尽快还款；如有困难，请联系您的客户经理协商。"
+    ),
 }
 
 _EN: dict[str, Template] = {
@@ -132,6 +136,11 @@ _EN: dict[str, Template] = {
         f"action, including court proceedings, and the resulting costs and negative credit "
         f"record will be your responsibility.\n"
         f"If you dispute this debt or wish to agree a repayment plan, please contact us."
+    ),
+    "broken_promise": lambda c: (
+        f"Your promised payment on loan {c.loan} has not arrived. The loan is {c.dpd} days "
+        f"past due with {c.amount} overdue. Please pay as soon as you can, or call your "
+        f"collector to agree a new plan if you are in difficulty."
     ),
 }
 

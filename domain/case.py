@@ -11,7 +11,19 @@ from datetime import date, datetime
 
 from pydantic import BaseModel, Field
 
-from domain.enums import Product, RepaymentMethod
+from domain.enums import (
+    Channel,
+    ContactResult,
+    DisputeReason,
+    DisputeStatus,
+    HardshipReason,
+    HardshipStatus,
+    LoggedChannel,
+    OverdueReason,
+    Product,
+    PromiseStatus,
+    RepaymentMethod,
+)
 from domain.policy import Policy
 from domain.schedule import ScheduledInstallment
 
@@ -83,6 +95,10 @@ class Episode(BaseModel):
     anchor_due: date
     done: list[str] = Field(default_factory=list)  # ladder step ids executed
     credit_noticed_at: datetime | None = None
+    # Ladder step ids stopped by a hold or a contact preference (written down, never
+    # replayed; when the hold ends only the current stage's entry step and the credit
+    # notice/report still owed run).
+    held: list[str] = Field(default_factory=list)
 
 
 class Rejection(BaseModel):
@@ -100,6 +116,73 @@ class ActivityFailure(BaseModel):
     activity: str
     error: str
     retry_at: datetime | None = None
+
+
+# --- The collector's desk and borrower protections (DESIGN.md contract part 2) -----------
+
+
+class Promise(BaseModel):
+    """A promise to pay (承诺还款): holds the ladder until its date has ended."""
+
+    promise_id: str
+    amount: int
+    promised_date: date  # local
+    agent_id: str
+    made_at: datetime
+    episode: int  # the delinquency episode it was made in (the broken-promise limit)
+    paid_since: int = 0  # payments taken since it was recorded
+    status: PromiseStatus = PromiseStatus.OPEN
+    settled_at: datetime | None = None  # kept or broken
+    notified: bool = False  # broken: the broken_promise SMS went out (or was stopped)
+
+
+class Dispute(BaseModel):
+    """A dispute (异议): every collection contact, report and escalation holds while open."""
+
+    dispute_id: str
+    reason: DisputeReason
+    opened_by: str
+    opened_at: datetime
+    status: DisputeStatus = DisputeStatus.OPEN
+    escalated: bool = False  # still open after dispute_response_days: filed once
+    resolved_by: str | None = None
+    resolved_at: datetime | None = None
+
+
+class Hardship(BaseModel):
+    """Hardship relief (困难帮扶): holds like a dispute from `starts_on` through `until`
+    (local days), and penalty does not accrue on those days."""
+
+    hardship_id: str
+    reason: HardshipReason
+    starts_on: date
+    until: date
+    approved_by: str
+    approval_ref: str
+    approved_at: datetime
+    status: HardshipStatus = HardshipStatus.ACTIVE
+    ended_by: str | None = None  # ended early by a message (None: ran to its end)
+    ended_at: datetime | None = None
+    last_day: date | None = None  # the last local day of relief once it has ended
+    reviewed: bool = False  # the hardship_review filing is done
+
+
+class Preferences(BaseModel):
+    preference_id: str
+    channels: list[Channel]  # as allowed after it (letter always included)
+    set_by: str
+    at: datetime
+
+
+class LoggedContact(BaseModel):
+    """A collector's call or visit (the contact log)."""
+
+    contact_id: str
+    agent_ids: list[str]
+    channel: LoggedChannel
+    result: ContactResult
+    reason: OverdueReason | None
+    at: datetime
 
 
 class Restructuring(BaseModel):
@@ -155,3 +238,14 @@ class Case(BaseModel):
     rejections: list[Rejection] = Field(default_factory=list)
     # Activities that failed for good (the latest few; the audit log keeps them all).
     failures: list[ActivityFailure] = Field(default_factory=list)
+
+    # The collector's desk and borrower protections.
+    promises: list[Promise] = Field(default_factory=list)
+    disputes: list[Dispute] = Field(default_factory=list)
+    hardships: list[Hardship] = Field(default_factory=list)
+    # The channels the borrower accepts (None: every channel; a letter is always allowed).
+    contact_channels: list[Channel] | None = None
+    preferences: list[Preferences] = Field(default_factory=list)  # applied, by id
+    # Logged contacts: ids of all (idempotency), the entries of the last days.
+    contact_ids: list[str] = Field(default_factory=list)
+    contact_log: list[LoggedContact] = Field(default_factory=list)

@@ -17,6 +17,7 @@ from domain.case import ActivityFailure, Case, Components, Rejection
 from domain.enums import RestructuringKind
 from domain.ledger import CaseError, apply_payment, outstanding, payment_date, today_for
 from domain.planner import reconcile
+from domain.protections import note_payment
 from domain.restructure import already_applied, restructure
 
 # Refused signals kept on the case (the audit log keeps them all), each bounded: a caller
@@ -73,6 +74,7 @@ def take_payment(
     counts_at = payment_date(case, paid_at or now, now)
     case, allocation = apply_payment(case, amount, counts_at)
     case = case.model_copy(update={"payments": {**case.payments, payment_id: allocation}})
+    case = note_payment(case, amount, now)  # toward the open promise to pay
     return PaymentTaken(reconcile(case, now), allocation, counts_at, duplicate=False)
 
 

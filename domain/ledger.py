@@ -11,6 +11,9 @@ Rules (DESIGN.md, and the choices this module makes where DESIGN.md is silent):
   still unpaid after the grace days; paid within grace, it is never owed. Every due
   date gets its grace: an extension carries the penalty already charged (owed for good)
   and the moved due date starts a fresh accrual with its own grace.
+- Hardship relief: penalty does not accrue on the local days of an approved hardship
+  (from the day it is approved through its last day), when the policy says so
+  (`hardship_freezes_penalty`). Nothing else is forgiven by it.
 - Interest is earned by the contract period: once an installment's period has begun,
   its full interest is owed by an early settlement (as is usual for Chinese consumer
   loans). An extension moves due dates, never periods, so it forgives nothing.
@@ -83,10 +86,32 @@ def has_begun(inst: Installment, today: date) -> bool:
     return inst.period_start <= today
 
 
+def relief_days(case: Case, start: date, end: date) -> int:
+    """How many local days in [start, end) fall within an approved hardship's relief,
+    when the policy freezes penalty for them (each day counted once, however many
+    hardships cover it)."""
+    if not case.policy.hardship_freezes_penalty or end <= start:
+        return 0
+    spans = sorted(
+        (max(h.starts_on, start), min(h.last_day or h.until, end - timedelta(days=1))) for h in case.hardships
+    )
+    days, covered_to = 0, start - timedelta(days=1)
+    for first, last in spans:
+        first = max(first, covered_to + timedelta(days=1))
+        if last >= first:
+            days += (last - first).days + 1
+            covered_to = last
+    return days
+
+
 def penalty_accrued(case: Case, inst: Installment, today: date) -> int:
-    """Penalty accrued since the current due date through `today` (charged or not)."""
+    """Penalty accrued since the current due date through `today` (charged or not). No
+    penalty accrues on the local days of an approved hardship (policy
+    `hardship_freezes_penalty`): the day count leaves them out."""
     start = max(inst.due_date, inst.penalty_through or inst.due_date)
     days = (today - start).days
+    if case.hardships:
+        days -= relief_days(case, start, today)
     unpaid = remaining_principal(inst)
     if days <= 0 or unpaid <= 0:
         return inst.penalty_accrued

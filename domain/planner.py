@@ -25,17 +25,33 @@ the action is due (or a message changes the case), executes it, records the outc
 - From the earliest unpaid due date on, the workflow also wakes at each local midnight
   (REFRESH) so status, DPD and the search attributes are true to the day; while an agent
   holds the case it also checks, each night, who that is (the DB is the truth).
+- Borrower protections (domain/protections.py): a step that a hold (promise, dispute,
+  hardship) or the borrower's contact preferences stop is still planned at its moment,
+  with `held_by` naming the rule; the workflow writes it down and it is never replayed.
+  When the hold ends, the ladder resumes like a loan onboarded that day: the entry step
+  of the stage the loan is in and the credit notice/report still owed run, nothing else.
+  A step moved later by the contact window or the call caps carries `delayed_by`.
+- The collector's desk owes its own steps: the `broken_promise` SMS in the next window
+  after a promise is broken, the `dispute_overdue` filing once a dispute has been open
+  `dispute_response_days`, and the `hardship_review` filing when a hardship ends.
 """
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from pydantic import BaseModel
 
 from domain.calendar import at_local, into_contact_window, local_date, next_local_midnight, start_of_day
 from domain.case import CallAttempt, Case, Episode
-from domain.enums import CONTACT_KINDS, ActionKind, Channel, CollectionStage
+from domain.enums import (
+    CONTACT_KINDS,
+    ActionKind,
+    Channel,
+    CollectionStage,
+    DisputeStatus,
+    PromiseStatus,
+)
 from domain.ledger import (
     days_past_due,
     oldest_overdue,
@@ -45,6 +61,7 @@ from domain.ledger import (
     unsettled,
 )
 from domain.policy import STAGE_ENTRY_KINDS, LadderStep, Policy
+from domain.protections import allowed_channels, holding, lapse, route
 
 CHANNEL_OF = {
     ActionKind.REMINDER: Channel.SMS,
@@ -52,8 +69,10 @@ CHANNEL_OF = {
     ActionKind.CREDIT_NOTICE: Channel.SMS,
     ActionKind.VOICE_CALL: Channel.VOICE,
     ActionKind.DEMAND_LETTER: Channel.LETTER,
+    ActionKind.BROKEN_PROMISE: Channel.SMS,
 }
 TEMPLATE_OF = {
+    ActionKind.BROKEN_PROMISE: "broken_promise",
     ActionKind.OVERDUE_SMS: "overdue_sms",
     ActionKind.CREDIT_NOTICE: "credit_notice",
     ActionKind.VOICE_CALL: "voice_call",
@@ -71,6 +90,14 @@ class PlannedAction(BaseModel):
     channel: Channel | None = None
     template: str | None = None
     summary: str  # one line for the Web UI timeline
+    # Stopped: the rule that stops it ('hold:DISPUTE D-1', 'preference:...'). The workflow
+    # writes it down instead of acting, and it is not replayed.
+    held_by: str | None = None
+    # Moved later than it fell due by the contact window or the call caps: which, and
+    # when it fell due.
+    delayed_by: str | None = None
+    due_at: datetime | None = None
+    ref: str | None = None  # the desk's steps: the promise, dispute or hardship id
 
     @property
     def is_contact(self) -> bool:
@@ -92,8 +119,13 @@ class Outcome(BaseModel):
 
 
 def reconcile(case: Case, now: datetime) -> Case:
-    """Bring the delinquency episode in line with the ledger: open one on a missed due
-    date, move its anchor on a partial cure, end it on a cure."""
+    """Bring the delinquency episode in line with the ledger (open one on a missed due
+    date, move its anchor on a partial cure, end it on a cure), then let promises and
+    hardships lapse as time and the ledger say."""
+    return lapse(_reconcile_episode(case, now), now)
+
+
+def _reconcile_episode(case: Case, now: datetime) -> Case:
     today = today_for(case, now)
     oldest = None if case.closed else oldest_overdue(case, today)
     episode = case.episode
@@ -198,6 +230,42 @@ def _followups(case: Case, now: datetime) -> list[PlannedAction]:
     return actions
 
 
+class Gate(BaseModel):
+    """What stands between a step and its moment: a hold or the preferences stop it
+    (`held_by`); otherwise it goes out on `channel` at `at`, moved later than `due_at`
+    by the window or the caps (`delayed_by`)."""
+
+    at: datetime
+    channel: Channel | None
+    held_by: str | None = None
+    delayed_by: str | None = None
+
+
+def _gate(case: Case, policy: Policy, kind: ActionKind, due_at: datetime) -> Gate:
+    """The step of `kind` that falls due at `due_at` (never before now) under the holds,
+    the contact preferences, the contact window and the call caps."""
+    hold = holding(case, local_date(due_at, case.timezone), kind)
+    planned = CHANNEL_OF.get(kind)
+    if hold is not None:
+        return Gate(at=due_at, channel=planned, held_by=hold.rule)
+    if kind not in CONTACT_KINDS:
+        return Gate(at=due_at, channel=planned)
+    assert planned is not None
+    channel = route(case, kind, planned)
+    if channel is None:
+        accepted = ",".join(c.value for c in allowed_channels(case))
+        return Gate(
+            at=due_at, channel=planned, held_by=f"preference:{planned.value} not accepted ({accepted})"
+        )
+    at = in_window(policy, case.timezone, due_at)
+    delayed_by = "contact window" if at > due_at else None
+    if channel is Channel.VOICE:
+        capped = call_allowed_at(policy, case.timezone, case.call_log, at)
+        if capped > at:
+            at, delayed_by = capped, "call caps"
+    return Gate(at=at, channel=channel, delayed_by=delayed_by)
+
+
 def _reminders(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
     today = today_for(case, now)
     if stage(case, today) in (CollectionStage.LEGAL, CollectionStage.CHARGED_OFF):
@@ -218,16 +286,20 @@ def _reminders(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]
             at = in_window(policy, case.timezone, max(nominal, now))
             if nominal < case.onboarded_at or local_date(at, case.timezone) > send_day:
                 continue  # missed before onboarding, or its day has passed: never replayed
+            gate = _gate(case, policy, ActionKind.REMINDER, max(nominal, now))
             actions.append(
                 PlannedAction(
                     kind=ActionKind.REMINDER,
-                    at=at,
+                    at=gate.at,
                     key=key,
                     step_id=reminder.id,
                     installment_seq=inst.seq,
-                    channel=Channel.SMS,
+                    channel=gate.channel,
                     template=reminder.template,
                     summary=f"{reminder.id} reminder, installment {inst.seq}",
+                    held_by=gate.held_by,
+                    delayed_by=gate.delayed_by,
+                    due_at=nominal,
                 )
             )
     return actions
@@ -262,15 +334,39 @@ def _applies(case: Case, policy: Policy, step: LadderStep, nominal: datetime) ->
     return True
 
 
+def _resume_owed(case: Case, policy: Policy, episode: Episode, today: date) -> set[str]:
+    """Ids of held steps still owed once no hold stops them: like a loan onboarded that
+    day, the entry step of the stage the loan is in and the credit notice and report
+    (unless the loan is reported already). No other held step is replayed."""
+    held = [s for s in policy.ladder if s.id in episode.held and s.id not in episode.done]
+    owed = set()
+    if not case.credit_reported:
+        owed = {s.id for s in held if s.kind in (ActionKind.CREDIT_NOTICE, ActionKind.CREDIT_REPORT)}
+        if episode.credit_noticed_at is not None:
+            owed -= {s.id for s in held if s.kind is ActionKind.CREDIT_NOTICE}
+    entries = [s for s in held if s.kind in STAGE_ENTRY_KINDS]
+    if entries:
+        owed.add(entries[-1].id)
+    # Only once nothing stops them any more (a step still held is not planned again).
+    return {sid for sid in owed if holding(case, today, policy_step(policy, sid).kind) is None}
+
+
+def policy_step(policy: Policy, step_id: str) -> LadderStep:
+    return next(s for s in policy.ladder if s.id == step_id)
+
+
 def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
     episode = case.episode
     if episode is None or case.closed:
         return []
     late_owed = _late_start_owed(case, policy, episode, now)
+    resume_owed = _resume_owed(case, policy, episode, today_for(case, now))
     pending = [
         s
         for s in policy.ladder
-        if s.id not in episode.done and (_nominal(case, episode, s) >= case.onboarded_at or s.id in late_owed)
+        if s.id not in episode.done
+        and (s.id not in episode.held or s.id in resume_owed)
+        and (_nominal(case, episode, s) >= case.onboarded_at or s.id in late_owed)
     ]
     # Stale is judged against the done steps too: once the latest due contact went out, the
     # older ones it overtook stay dropped (not replayed one by one, newest first).
@@ -290,26 +386,31 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
             continue
         # Never before now: a step owed since a past moment (a late wake-up or a late start)
         # is due now, and successive actions never go back in time.
-        at = max(nominal, now)
-        if step.kind is ActionKind.CREDIT_REPORT:
+        due_at = max(nominal, now)
+        if (
+            step.kind is ActionKind.CREDIT_REPORT
+            and holding(case, local_date(due_at, case.timezone), step.kind) is None
+        ):
             if episode.credit_noticed_at is None:
                 continue  # no notice, no report
-            at = max(at, episode.credit_noticed_at + timedelta(days=policy.credit_notice_lead_days))
-        if step.is_contact:
-            at = in_window(policy, case.timezone, at)
-        if step.kind is ActionKind.VOICE_CALL:
-            at = call_allowed_at(policy, case.timezone, case.call_log, at)
+            due_at = max(due_at, episode.credit_noticed_at + timedelta(days=policy.credit_notice_lead_days))
+        gate = _gate(case, policy, step.kind, due_at)
+        if gate.held_by is not None and step.id in episode.held:
+            continue  # stopped once already: written down, not again
         actions.append(
             PlannedAction(
                 kind=step.kind,
-                at=at,
+                at=gate.at,
                 key=_key(case, episode.anchor_seq, step.id, nominal),
                 step_id=step.id,
                 installment_seq=episode.anchor_seq,
-                channel=CHANNEL_OF.get(step.kind),
+                channel=gate.channel,
                 template=TEMPLATE_OF.get(step.kind),
                 summary=f"DPD {step.day}: {step.kind.value.replace('_', ' ')}"
                 f" (installment {episode.anchor_seq})",
+                held_by=gate.held_by,
+                delayed_by=gate.delayed_by,
+                due_at=due_at,
             )
         )
     if case.agent_requested and not case.charged_off and days_past_due(case, today_for(case, now)) > 0:
@@ -329,6 +430,63 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
                 summary="assign agent: retry from the unassigned queue"
                 if waiting
                 else f"confirm agent {case.assigned_agent}",
+            )
+        )
+    return actions
+
+
+def _desk(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
+    """The collector's desk's own steps: the broken-promise SMS, the escalation of a
+    dispute left open too long, and the review of a hardship that ended."""
+    if case.closed:
+        return []
+    actions = []
+    for p in case.promises:
+        if p.status is PromiseStatus.BROKEN and not p.notified:
+            assert p.settled_at is not None
+            gate = _gate(case, policy, ActionKind.BROKEN_PROMISE, max(p.settled_at, now))
+            actions.append(
+                PlannedAction(
+                    kind=ActionKind.BROKEN_PROMISE,
+                    at=gate.at,
+                    key=f"{case.loan_id}/-/broken-promise/{p.promise_id}",
+                    ref=p.promise_id,
+                    step_id="broken-promise",
+                    channel=gate.channel,
+                    template=TEMPLATE_OF[ActionKind.BROKEN_PROMISE],
+                    summary=f"broken promise {p.promise_id}: SMS",
+                    held_by=gate.held_by,
+                    delayed_by=gate.delayed_by,
+                    due_at=p.settled_at,
+                )
+            )
+    for d in case.disputes:
+        if d.status is DisputeStatus.OPEN and not d.escalated:
+            due = d.opened_at + timedelta(days=policy.dispute_response_days)
+            actions.append(
+                PlannedAction(
+                    kind=ActionKind.DISPUTE_OVERDUE,
+                    at=max(due, now),
+                    key=f"{case.loan_id}/-/dispute-overdue/{d.dispute_id}",
+                    ref=d.dispute_id,
+                    step_id="dispute-overdue",
+                    summary=f"dispute {d.dispute_id} open {policy.dispute_response_days} days: escalate",
+                )
+            )
+    for h in case.hardships:
+        if h.reviewed:
+            continue
+        # An active hardship's review is planned for the midnight it ends: waking then
+        # ends it (lapse) and files the review.
+        ends = h.ended_at or start_of_day(h.until + timedelta(days=1), case.timezone)
+        actions.append(
+            PlannedAction(
+                kind=ActionKind.HARDSHIP_REVIEW,
+                at=max(ends, now),
+                key=f"{case.loan_id}/-/hardship-review/{h.hardship_id}",
+                ref=h.hardship_id,
+                step_id="hardship-review",
+                summary=f"hardship {h.hardship_id} ended: review",
             )
         )
     return actions
@@ -365,7 +523,7 @@ def _refresh(case: Case, now: datetime) -> list[PlannedAction]:
 def plan(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
     """Every action the case owes from `now` on, earliest first."""
     actions = _followups(case, now) + _ladder(case, policy, now) + _reminders(case, policy, now)
-    actions += _refresh(case, now)
+    actions += _desk(case, policy, now) + _refresh(case, now)
     order = {a.key: n for n, a in enumerate(actions)}
     return sorted(actions, key=lambda a: (a.at, order[a.key]))
 
@@ -384,9 +542,13 @@ def record_outcome(case: Case, action: PlannedAction, outcome: Outcome, now: dat
     """The case after `action` was executed with `outcome`."""
     if outcome.deferred:
         return case  # nothing happened; the step stays owed and is planned into the next window
+    if action.held_by is not None:
+        return _record_held(case, action)
     update: dict[str, object] = {}
     episode = case.episode
-    if action.kind is ActionKind.REMINDER:
+    if action.kind in _DESK_STEPS:
+        update = _record_desk_step(case, action)
+    elif action.kind is ActionKind.REMINDER:
         update["done_reminders"] = [*case.done_reminders, action.key]
     elif episode is not None and action.step_id in {s.id for s in case.policy.ladder}:
         changes: dict[str, object] = {"done": [*episode.done, action.step_id]}
@@ -418,3 +580,39 @@ def record_outcome(case: Case, action: PlannedAction, outcome: Outcome, now: dat
     elif kind is ActionKind.REFRESH:
         update["refreshed_on"] = today_for(case, now)
     return case.model_copy(update=update)
+
+
+_DESK_STEPS = frozenset({ActionKind.BROKEN_PROMISE, ActionKind.DISPUTE_OVERDUE, ActionKind.HARDSHIP_REVIEW})
+
+
+def _record_desk_step(case: Case, action: PlannedAction) -> dict[str, object]:
+    ref = action.ref
+    if action.kind is ActionKind.BROKEN_PROMISE:
+        promises = [
+            p.model_copy(update={"notified": True}) if p.promise_id == ref else p for p in case.promises
+        ]
+        return {"promises": promises}
+    if action.kind is ActionKind.DISPUTE_OVERDUE:
+        disputes = [
+            d.model_copy(update={"escalated": True}) if d.dispute_id == ref else d for d in case.disputes
+        ]
+        return {"disputes": disputes}
+    hardships = [
+        h.model_copy(update={"reviewed": True}) if h.hardship_id == ref else h for h in case.hardships
+    ]
+    return {"hardships": hardships}
+
+
+def _record_held(case: Case, action: PlannedAction) -> Case:
+    """A step a hold or a preference stopped: done for good (never replayed), except
+    what resuming after a hold owes (see _resume_owed)."""
+    episode = case.episode
+    if action.kind is ActionKind.REMINDER:
+        return case.model_copy(update={"done_reminders": [*case.done_reminders, action.key]})
+    if action.kind in _DESK_STEPS:
+        return case.model_copy(update=_record_desk_step(case, action))
+    if episode is not None and action.step_id not in episode.held:
+        return case.model_copy(
+            update={"episode": episode.model_copy(update={"held": [*episode.held, action.step_id]})}
+        )
+    return case

@@ -126,6 +126,12 @@ class Policy(Strict):
     # How late a payment gateway may report a payment and still have it dated when it was
     # made (a due date is met by paying any time that local day).
     payment_backdate_days: int = Field(3, ge=0)
+    # The collector's desk and borrower protections (DESIGN.md contract part 2).
+    max_promise_days: int = Field(7, ge=0, le=366)
+    max_broken_promises: int = Field(2, ge=1)
+    dispute_response_days: int = Field(20, ge=1, le=366)
+    max_hardship_days: int = Field(90, ge=0, le=3660)
+    hardship_freezes_penalty: bool = True
     contact_window: ContactWindow = ContactWindow()
     call_caps: CallCaps = CallCaps()
     reminders: tuple[Reminder, ...]

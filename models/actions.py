@@ -7,6 +7,9 @@ Pure functions (Pydantic and domain/ only): the workflow passes them through the
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import TypeVar
+
+from pydantic import BaseModel
 
 from domain.case import Case
 from domain.enums import ActionKind
@@ -18,11 +21,17 @@ from models.wire import (
     AgentRequest,
     CaseEvents,
     CaseFiling,
+    ContactLogRecord,
     ContactOutcome,
     ContactParams,
     ContactRequest,
+    DeskRecords,
+    DisputeRecord,
+    HardshipRecord,
     LoanRecord,
     LoanStart,
+    PreferenceRecord,
+    PromiseRecord,
 )
 
 
@@ -119,7 +128,58 @@ def case_filing(case: Case, action: PlannedAction, now: datetime) -> CaseFiling:
         outstanding=outstanding_of(case, now),
         currency=case.currency,
         detail=action.summary,
+        # The desk's filings go to whoever holds the case (None: the unassigned queue).
+        agent_id=case.assigned_agent if action.kind in DESK_FILINGS else None,
     )
+
+
+DESK_FILINGS = frozenset({ActionKind.DISPUTE_OVERDUE, ActionKind.HARDSHIP_REVIEW})
+
+
+DeskRow = PromiseRecord | DisputeRecord | HardshipRecord | PreferenceRecord | ContactLogRecord
+R = TypeVar("R", bound=BaseModel)
+
+
+def _row(cls: type[R], source: BaseModel, **more: object) -> R:
+    fields = {name: getattr(source, name) for name in cls.model_fields if hasattr(source, name)}
+    return cls.model_validate(fields | more)
+
+
+def desk_records(case: Case) -> dict[str, DeskRow]:
+    """Every desk record of the case as the lender's database should hold it, by key."""
+    ids = {"loan_id": case.loan_id, "borrower_id": case.borrower_id}
+    rows: dict[str, DeskRow] = {}
+    for p in case.promises:
+        rows[f"promise/{p.promise_id}"] = _row(PromiseRecord, p, currency=case.currency, **ids)
+    for d in case.disputes:
+        rows[f"dispute/{d.dispute_id}"] = _row(DisputeRecord, d, **ids)
+    for h in case.hardships:
+        rows[f"hardship/{h.hardship_id}"] = _row(HardshipRecord, h, **ids)
+    for pref in case.preferences:
+        rows[f"preferences/{pref.preference_id}"] = _row(PreferenceRecord, pref, **ids)
+    for c in case.contact_log:
+        rows[f"contact/{c.contact_id}"] = _row(ContactLogRecord, c, **ids)
+    return rows
+
+
+def desk_changes(case: Case, written: dict[str, object]) -> tuple[DeskRecords, dict[str, object]]:
+    """The desk records that differ from what was last written, and what is written once
+    they are (a continued run writes them all again: each row is written by its id)."""
+    current = desk_records(case)
+    changes = DeskRecords()
+    for key, row in current.items():
+        if written.get(key) != row:
+            getattr(changes, _DESK_LIST[type(row)]).append(row)
+    return changes, dict(current)
+
+
+_DESK_LIST = {
+    PromiseRecord: "promises",
+    DisputeRecord: "disputes",
+    HardshipRecord: "hardships",
+    PreferenceRecord: "preferences",
+    ContactLogRecord: "contacts",
+}
 
 
 def events_summary(events: CaseEvents) -> str:

@@ -12,11 +12,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from domain import desk
 from domain.case import Case
+from domain.desk import DeskTaken
 from domain.intake import (
     REASON_MAX,
     REF_MAX,
@@ -28,8 +30,22 @@ from domain.intake import (
 )
 from domain.ledger import days_past_due, overdue_amount, stage, today_for
 from models import contract
-from models.views import allocation_of, installments_of, outstanding_of, payment_result
-from models.wire import PaymentBooking, PaymentIn, PaymentResult, RestructuringIn, ScheduleSummary
+from models.views import allocation_of, desk_result, installments_of, outstanding_of, payment_result
+from models.wire import (
+    ContactLogIn,
+    DeskResult,
+    DisputeOpenIn,
+    DisputeResolveIn,
+    HardshipEndIn,
+    HardshipStartIn,
+    PaymentBooking,
+    PaymentIn,
+    PaymentResult,
+    PreferencesIn,
+    PromiseIn,
+    RestructuringIn,
+    ScheduleSummary,
+)
 
 M = TypeVar("M", bound=BaseModel)
 A = TypeVar("A")
@@ -199,4 +215,136 @@ RESTRUCTURING: Intake[RestructuringIn, ScheduleSummary] = Intake(
     error_type="InvalidRestructuring",
     check=_check_restructuring,
     take=_take_restructuring,
+)
+
+
+# --- The collector's desk (contract part 2): one shape for the seven messages ------------
+
+
+def _desk_intake(
+    update: str,
+    signal: str,
+    model: type[M],
+    id_field: str,
+    error_type: str,
+    apply: Callable[[Case, M, datetime], DeskTaken],
+) -> Intake[M, DeskResult]:
+    """A desk message: checked by applying it to the case and dropping the result (so the
+    validator and the handler cannot disagree), answered with the protections after it."""
+
+    def check(case: Case, message: M, now: datetime) -> None:
+        apply(case, message, now)
+
+    def take(case: Case, message: M, now: datetime) -> Taken[DeskResult]:
+        taken = apply(case, message, now)
+        answer = desk_result(taken, now)
+        return Taken(taken.case, answer, changed=not taken.duplicate, audit=taken.audit)
+
+    return Intake(
+        update=update,
+        signal=signal,
+        model=model,
+        id_field=id_field,
+        error_type=error_type,
+        check=check,
+        take=take,
+    )
+
+
+PROMISE: Intake[PromiseIn, DeskResult] = _desk_intake(
+    contract.RECORD_PROMISE,
+    contract.PROMISE_MADE,
+    PromiseIn,
+    "promise_id",
+    "InvalidPromise",
+    lambda case, m, now: desk.record_promise(
+        case,
+        promise_id=m.promise_id,
+        amount=m.amount,
+        promised_date=m.promised_date,
+        agent_id=m.agent_id,
+        made_at=m.made_at,
+        now=now,
+    ),
+)
+DISPUTE_OPEN: Intake[DisputeOpenIn, DeskResult] = _desk_intake(
+    contract.OPEN_DISPUTE,
+    contract.DISPUTE_OPENED,
+    DisputeOpenIn,
+    "dispute_id",
+    "InvalidDispute",
+    lambda case, m, now: desk.open_dispute(
+        case, dispute_id=m.dispute_id, reason=m.reason, opened_by=m.opened_by, opened_at=m.opened_at, now=now
+    ),
+)
+DISPUTE_RESOLVE: Intake[DisputeResolveIn, DeskResult] = _desk_intake(
+    contract.RESOLVE_DISPUTE,
+    contract.DISPUTE_RESOLVED,
+    DisputeResolveIn,
+    "dispute_id",
+    "InvalidDispute",
+    lambda case, m, now: desk.resolve_dispute(
+        case, dispute_id=m.dispute_id, outcome=m.outcome, resolved_by=m.resolved_by, now=now
+    ),
+)
+HARDSHIP_START: Intake[HardshipStartIn, DeskResult] = _desk_intake(
+    contract.START_HARDSHIP,
+    contract.HARDSHIP_APPROVED,
+    HardshipStartIn,
+    "hardship_id",
+    "InvalidHardship",
+    lambda case, m, now: desk.start_hardship(
+        case,
+        hardship_id=m.hardship_id,
+        reason=m.reason,
+        until=m.until,
+        approved_by=m.approved_by,
+        approval_ref=m.approval_ref,
+        now=now,
+    ),
+)
+HARDSHIP_END: Intake[HardshipEndIn, DeskResult] = _desk_intake(
+    contract.END_HARDSHIP,
+    contract.HARDSHIP_ENDED,
+    HardshipEndIn,
+    "hardship_id",
+    "InvalidHardship",
+    lambda case, m, now: desk.end_hardship(case, hardship_id=m.hardship_id, ended_by=m.ended_by, now=now),
+)
+PREFERENCES: Intake[PreferencesIn, DeskResult] = _desk_intake(
+    contract.SET_CONTACT_PREFERENCES,
+    contract.CONTACT_PREFERENCES_SET,
+    PreferencesIn,
+    "preference_id",
+    "InvalidPreferences",
+    lambda case, m, now: desk.set_contact_preferences(
+        case, preference_id=m.preference_id, channels=m.channels, set_by=m.set_by, now=now
+    ),
+)
+CONTACT_LOG: Intake[ContactLogIn, DeskResult] = _desk_intake(
+    contract.LOG_CONTACT,
+    contract.CONTACT_LOGGED,
+    ContactLogIn,
+    "contact_id",
+    "InvalidContactLog",
+    lambda case, m, now: desk.log_contact(
+        case,
+        contact_id=m.contact_id,
+        agent_ids=m.agent_ids,
+        channel=m.channel,
+        result=m.result,
+        reason=m.reason,
+        at=m.at,
+        now=now,
+    ),
+)
+# Every desk message, in the order of DESIGN.md's table (the workflow registers each).
+DESK: tuple[Intake[Any, DeskResult], ...] = (
+    PROMISE,
+    DISPUTE_OPEN,
+    DISPUTE_RESOLVE,
+    HARDSHIP_START,
+    HARDSHIP_END,
+    PREFERENCES,
+    CONTACT_LOG,
 )

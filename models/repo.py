@@ -14,6 +14,11 @@ Agents and the unassigned queue:
 - Deactivating an agent releases its open cases (reason `agent_deactivated`) and
   re-assigns each to another eligible agent or back to the queue.
 
+The collector's desk: `desk_records` reads a loan's promises, disputes, hardships,
+contact preferences and logged contacts (as the workflow last wrote them);
+`open_case_tasks` the open dispute_overdue / hardship_review tasks of an agent, of the
+unassigned queue, or all of them.
+
 On PostgreSQL, every operation that changes assignments first locks the agent rows
 (`lock_agents`), which serialises them; on SQLite use `session_scope(immediate=True)`.
 """
@@ -21,20 +26,28 @@ On PostgreSQL, every operation that changes assignments first locks the agent ro
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
+from typing import TypeVar
 
 import sqlalchemy as sa
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, SQLModel, col, func, select
 
 from models.tables import (
     Agent,
     Assignment,
     Borrower,
     BorrowerCreate,
+    CaseTask,
     ContactAttempt,
+    ContactLog,
+    ContactPreference,
+    Dispute,
+    Hardship,
     InstallmentRow,
     Loan,
     Payment,
+    PromiseToPay,
     utcnow,
 )
 
@@ -287,6 +300,63 @@ def contacts_for_loan(session: Session, loan_id: str) -> list[ContactAttempt]:
     )
 
 
+# --- the collector's desk and case tasks ---------------------------------------------
+
+
+_Row = TypeVar("_Row", bound=SQLModel)
+
+
+@dataclass
+class DeskRows:
+    """A loan's desk records, each list in the order they happened (then by row id)."""
+
+    promises: list[PromiseToPay] = field(default_factory=list)
+    disputes: list[Dispute] = field(default_factory=list)
+    hardships: list[Hardship] = field(default_factory=list)
+    preferences: list[ContactPreference] = field(default_factory=list)  # the last is in force
+    contacts: list[ContactLog] = field(default_factory=list)
+
+
+def desk_records(session: Session, loan_id: str) -> DeskRows:
+    """The promises, disputes, hardships, contact preferences and logged contacts of a
+    loan, as the workflow last wrote them."""
+    _require(loan_id, "loan_id")
+
+    def rows(table: type[_Row], when: str) -> list[_Row]:
+        stmt = (
+            select(table)
+            .where(getattr(table, "loan_id") == loan_id)  # noqa: B009
+            .order_by(getattr(table, when), getattr(table, "id"))  # noqa: B009
+        )
+        return list(session.exec(stmt).all())
+
+    return DeskRows(
+        promises=rows(PromiseToPay, "made_at"),
+        disputes=rows(Dispute, "opened_at"),
+        hardships=rows(Hardship, "approved_at"),
+        preferences=rows(ContactPreference, "at"),
+        contacts=rows(ContactLog, "at"),
+    )
+
+
+def open_case_tasks(
+    session: Session, agent_id: str | None = None, *, unassigned: bool = False
+) -> list[CaseTask]:
+    """Open case tasks (dispute_overdue, hardship_review), oldest first: those of
+    `agent_id` when given, those waiting in the unassigned queue when `unassigned`, else
+    all of them."""
+    if agent_id is not None and unassigned:
+        raise ValueError("agent_id: give an agent or unassigned=True, not both")
+    if agent_id is not None:
+        _require(agent_id, "agent_id")
+    stmt = select(CaseTask).where(col(CaseTask.status) == "open")
+    if agent_id is not None:
+        stmt = stmt.where(col(CaseTask.agent_id) == agent_id)
+    elif unassigned:
+        stmt = stmt.where(col(CaseTask.agent_id).is_(None))
+    return list(session.exec(stmt.order_by(col(CaseTask.at), col(CaseTask.id))).all())
+
+
 def count_rows(session: Session, table: type, **where: object) -> int:
     """Count rows of a table model matching equality filters (for reports and tests)."""
     stmt = select(func.count()).select_from(table)
@@ -305,6 +375,7 @@ __all__: Sequence[str] = (
     "contacts_for_loan",
     "count_rows",
     "deactivate_agent",
+    "desk_records",
     "get_agent",
     "get_borrower",
     "get_loan",
@@ -313,6 +384,7 @@ __all__: Sequence[str] = (
     "list_agents",
     "lock_agents",
     "open_assignment",
+    "open_case_tasks",
     "payments_for_loan",
     "queued_assignments",
     "upsert_borrower",

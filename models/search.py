@@ -13,6 +13,14 @@ OUTSTANDING_BALANCE = SearchAttributeKey.for_int("OutstandingBalance")
 ASSIGNED_AGENT = SearchAttributeKey.for_keyword("AssignedAgent")
 NEXT_ACTION_AT = SearchAttributeKey.for_datetime("NextActionAt")
 OVERDUE_SINCE = SearchAttributeKey.for_datetime("OverdueSince")
+# Contract part 2: the strongest hold, when it lifts, and promises broken this episode.
+COLLECTION_HOLD = SearchAttributeKey.for_keyword("CollectionHold")
+HOLD_UNTIL = SearchAttributeKey.for_datetime("HoldUntil")
+# A Double, not the Int DESIGN.md names: Temporal's SQL visibility (the dev server, and a
+# self-hosted server on PostgreSQL or MySQL) allows at most 3 Int attributes per
+# namespace, and DaysPastDue, AmountOverdue and OutstandingBalance use them (money stays
+# exact in Int). A count is exact as a Double, and `BrokenPromises >= 2` reads the same.
+BROKEN_PROMISES = SearchAttributeKey.for_float("BrokenPromises")
 
 ALL_KEYS = (
     LOAN_ID,
@@ -25,6 +33,9 @@ ALL_KEYS = (
     ASSIGNED_AGENT,
     NEXT_ACTION_AT,
     OVERDUE_SINCE,
+    COLLECTION_HOLD,
+    HOLD_UNTIL,
+    BROKEN_PROMISES,
 )
 
 

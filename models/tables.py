@@ -10,6 +10,9 @@ Conventions:
 - Personal data (name, phones, email) lives ONLY in `borrower`. Every other table refers
   to a borrower by `borrower_id`.
 - Every table written by an activity has a UNIQUE idempotency key.
+- The collector's desk (promise_to_pay, dispute, hardship, contact_preference,
+  contact_log) is the workflow's record of each message, one row per (loan_id, id)
+  brought up to date as its status changes; lists (channels, agent ids) are JSON.
 
 Foreign keys are kept to the relations the application itself guarantees
 (installment -> loan, assignment -> agent). Loans, payments and case records refer to
@@ -30,6 +33,7 @@ from pydantic import field_validator
 from sqlmodel import Field, SQLModel
 
 from domain.enums import CollectionStage
+from models.wire import IDENT_MAX, TEXT_MAX
 
 # Deterministic constraint names on every backend (Alembic batch mode on SQLite needs
 # named constraints to alter them later).
@@ -86,6 +90,10 @@ def _ts(**kw: Any) -> Any:
 
 ID_LEN = 64
 KEY_LEN = 255
+# The bounds the wire types put on what a caller sends (ids of desk messages, and who
+# opened / approved / set them), so nothing the edge accepts is refused here.
+REF_LEN = IDENT_MAX
+BY_LEN = TEXT_MAX
 
 LANGUAGES = ("zh-CN", "en")
 
@@ -354,6 +362,30 @@ class FieldVisitTask(SQLModel, table=True):
     detail: str = Field(default="", sa_type=sa.Text)
 
 
+class CaseTask(SQLModel, table=True):
+    """Work for a person that a hold leads to: `dispute_overdue` (a dispute still open
+    after dispute_response_days) and `hardship_review` (a hardship ended). `agent_id` is
+    the loan's collector when it has one; NULL = the unassigned queue. `at` is when the
+    workflow filed it, `created_at` when the row was written. No foreign key to `agent`:
+    a filing must never be stuck on an agent row."""
+
+    __tablename__ = "case_task"
+
+    id: int | None = Field(default=None, primary_key=True)
+    idempotency_key: str = Field(unique=True, max_length=KEY_LEN)
+    loan_id: str = Field(index=True, max_length=ID_LEN)
+    borrower_id: str = Field(max_length=ID_LEN)
+    kind: str = Field(max_length=32)  # dispute_overdue / hardship_review
+    agent_id: str | None = Field(default=None, index=True, max_length=ID_LEN)
+    at: datetime = _ts()
+    created_at: datetime = _ts(default_factory=utcnow)
+    days_past_due: int
+    overdue: int = _money()
+    currency: str = Field(default="CNY", max_length=3)
+    detail: str = Field(default="", sa_type=sa.Text)
+    status: str = Field(default="open", max_length=16)
+
+
 class AuditLog(SQLModel, table=True):
     __tablename__ = "audit_log"
 
@@ -365,3 +397,121 @@ class AuditLog(SQLModel, table=True):
     detail: str = Field(default="", sa_type=sa.Text)
     source: str = Field(max_length=128)
     recorded_at: datetime = _ts(default_factory=utcnow)
+
+
+# --- the collector's desk ------------------------------------------------------------
+#
+# One row per (loan_id, <id>): ids are the workflow's deduplication keys, unique per loan
+# (like payment_id), so two loans may use the same id. The workflow sends each record as
+# it stands; a row is inserted, or brought up to date (latest wins). `updated_at` moves
+# only when a value changed. Nothing here is personal data: borrowers are referred to by
+# `borrower_id`, staff by the ids and names the messages carried.
+
+
+class PromiseToPay(SQLModel, table=True):
+    """A promise to pay (承诺还款): open, then kept or broken (`settled_at`)."""
+
+    __tablename__ = "promise_to_pay"
+    __table_args__ = (
+        sa.UniqueConstraint("loan_id", "promise_id", name="uq_promise_to_pay_loan_id_promise_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    loan_id: str = Field(max_length=ID_LEN)
+    borrower_id: str = Field(max_length=ID_LEN)
+    promise_id: str = Field(max_length=REF_LEN)
+    amount: int = _money()
+    currency: str = Field(max_length=3)
+    promised_date: date  # the borrower's local date
+    agent_id: str = Field(index=True, max_length=REF_LEN)
+    status: str = Field(max_length=16)  # open / kept / broken
+    made_at: datetime = _ts()
+    settled_at: datetime | None = _ts(default=None)
+    created_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class Dispute(SQLModel, table=True):
+    """A dispute (异议): open, then upheld or rejected; `escalated` once it was still open
+    after dispute_response_days."""
+
+    __tablename__ = "dispute"
+    __table_args__ = (sa.UniqueConstraint("loan_id", "dispute_id", name="uq_dispute_loan_id_dispute_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    loan_id: str = Field(max_length=ID_LEN)
+    borrower_id: str = Field(max_length=ID_LEN)
+    dispute_id: str = Field(max_length=REF_LEN)
+    reason: str = Field(max_length=32)
+    opened_by: str = Field(max_length=BY_LEN)
+    opened_at: datetime = _ts()
+    status: str = Field(max_length=16)  # open / upheld / rejected
+    escalated: bool = False
+    resolved_by: str | None = Field(default=None, max_length=BY_LEN)
+    resolved_at: datetime | None = _ts(default=None)
+    created_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class Hardship(SQLModel, table=True):
+    """Hardship relief (困难帮扶) from `starts_on` to `until` (local dates, inclusive):
+    active, then ended (`ended_by`/`ended_at` only when ended early)."""
+
+    __tablename__ = "hardship"
+    __table_args__ = (sa.UniqueConstraint("loan_id", "hardship_id", name="uq_hardship_loan_id_hardship_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    loan_id: str = Field(max_length=ID_LEN)
+    borrower_id: str = Field(max_length=ID_LEN)
+    hardship_id: str = Field(max_length=REF_LEN)
+    reason: str = Field(max_length=32)
+    starts_on: date
+    until: date
+    approved_by: str = Field(max_length=BY_LEN)
+    approval_ref: str = Field(max_length=BY_LEN)
+    approved_at: datetime = _ts()
+    status: str = Field(max_length=16)  # active / ended
+    ended_by: str | None = Field(default=None, max_length=BY_LEN)
+    ended_at: datetime | None = _ts(default=None)
+    created_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class ContactPreference(SQLModel, table=True):
+    """The channels a borrower accepts, as set by one message (the latest `at` is the one
+    in force). `channels` is a JSON list of channel values."""
+
+    __tablename__ = "contact_preference"
+    __table_args__ = (
+        sa.UniqueConstraint("loan_id", "preference_id", name="uq_contact_preference_loan_id_preference_id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    loan_id: str = Field(max_length=ID_LEN)
+    borrower_id: str = Field(max_length=ID_LEN)
+    preference_id: str = Field(max_length=REF_LEN)
+    channels: list[str] = Field(sa_type=sa.JSON)
+    set_by: str = Field(max_length=BY_LEN)
+    at: datetime = _ts()
+    created_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class ContactLog(SQLModel, table=True):
+    """A collector's call or visit as logged (the outcome only, never the number dialled
+    or the address visited). `agent_ids` is a JSON list (two or more for a field visit)."""
+
+    __tablename__ = "contact_log"
+    __table_args__ = (sa.UniqueConstraint("loan_id", "contact_id", name="uq_contact_log_loan_id_contact_id"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    loan_id: str = Field(max_length=ID_LEN)
+    borrower_id: str = Field(max_length=ID_LEN)
+    contact_id: str = Field(max_length=REF_LEN)
+    agent_ids: list[str] = Field(sa_type=sa.JSON)
+    channel: str = Field(max_length=16)  # voice / field_visit / inbound
+    result: str = Field(max_length=16)
+    reason: str | None = Field(default=None, max_length=32)
+    at: datetime = _ts()
+    created_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow)

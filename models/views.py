@@ -11,6 +11,8 @@ from typing import Any
 
 from domain.calendar import start_of_day, zone
 from domain.case import Case, Components
+from domain.desk import DeskTaken
+from domain.enums import Channel
 from domain.ledger import (
     days_past_due,
     oldest_overdue,
@@ -22,15 +24,21 @@ from domain.ledger import (
 )
 from domain.money import format_amount
 from domain.planner import PlannedAction, is_housekeeping, plan, reconcile
+from domain.protections import allowed_channels, broken_promises, hold_lifts_at, strongest_hold
 from models.wire import (
     ActivityFailureView,
     Allocation,
     CaseView,
+    DeskResult,
+    DisputeView,
+    HardshipView,
+    HoldView,
     InstallmentView,
     LoanProjection,
     NextActionView,
     Outstanding,
     PaymentResult,
+    PromiseView,
 )
 
 
@@ -75,7 +83,27 @@ def query_time(last_task_time: datetime) -> datetime:
     return max(last_task_time, datetime.now(UTC))
 
 
+def hold_of(case: Case, now: datetime) -> HoldView | None:
+    hold = strongest_hold(case, today_for(case, now))
+    return None if hold is None else HoldView(reason=hold.reason, until=hold.until, ref=hold.ref)
+
+
+def desk_result(taken: DeskTaken, now: datetime) -> DeskResult:
+    """The answer of a desk update: the record it touched and the protections after it."""
+    case = taken.case
+    return DeskResult(
+        kind=taken.kind,
+        id=taken.ref,
+        status=taken.status,
+        duplicate=taken.duplicate,
+        hold=hold_of(case, now),
+        broken_promises=broken_promises(case),
+        contact_channels=allowed_channels(case),
+    )
+
+
 def case_view(case: Case, now: datetime) -> CaseView:
+    case = reconcile(case, now)  # promises and hardships as they stand now
     today = today_for(case, now)
     nxt = None if case.closed else upcoming(case, now)
     return CaseView(
@@ -92,6 +120,22 @@ def case_view(case: Case, now: datetime) -> CaseView:
         legal_referred=case.legal_referred,
         closed=case.closed,
         activity_failures=[ActivityFailureView(**f.model_dump()) for f in case.failures],
+        hold=hold_of(case, now),
+        promises=[
+            PromiseView(
+                promise_id=p.promise_id, amount=p.amount, promised_date=p.promised_date, status=p.status
+            )
+            for p in case.promises
+        ],
+        disputes=[
+            DisputeView(dispute_id=d.dispute_id, reason=d.reason, status=d.status, escalated=d.escalated)
+            for d in case.disputes
+        ],
+        hardships=[
+            HardshipView(hardship_id=h.hardship_id, until=h.until, status=h.status) for h in case.hardships
+        ],
+        contact_channels=allowed_channels(case),
+        broken_promises=broken_promises(case),
     )
 
 
@@ -153,7 +197,17 @@ def search_values(case: Case, view: CaseView, now: datetime) -> dict[str, object
         "AssignedAgent": view.assigned_agent,
         "NextActionAt": view.next_action.at if view.next_action else None,
         "OverdueSince": overdue_since(case, now),
+        "CollectionHold": view.hold.reason.value if view.hold else None,
+        "HoldUntil": hold_until(case, now),
+        "BrokenPromises": float(view.broken_promises),
     }
+
+
+def hold_until(case: Case, now: datetime) -> datetime | None:
+    """When the strongest hold lifts by itself (the local midnight after its last day);
+    None when there is none or it is open-ended (a dispute)."""
+    hold = strongest_hold(case, today_for(case, now))
+    return None if hold is None else hold_lifts_at(hold, case.timezone)
 
 
 def details_markdown(view: CaseView, currency: str, timezone: str) -> str:
@@ -185,4 +239,11 @@ def details_markdown(view: CaseView, currency: str, timezone: str) -> str:
         f"| Credit reported | {'yes' if view.credit_reported else 'no'} |",
         f"| Legal referred | {'yes' if view.legal_referred else 'no'} |",
     ]
+    if view.hold is not None:
+        until = f" through {view.hold.until.isoformat()}" if view.hold.until else " (until resolved)"
+        lines.append(f"| Hold | **{view.hold.reason.value}** {view.hold.ref}{until} |")
+    if view.broken_promises:
+        lines.append(f"| Broken promises (this episode) | {view.broken_promises} |")
+    if len(view.contact_channels) < len(Channel):
+        lines.append(f"| Contact channels | {', '.join(c.value for c in view.contact_channels)} |")
     return "\n".join(lines)

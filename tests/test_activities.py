@@ -20,21 +20,42 @@ from activities.contacts import ContactActivities
 from activities.delivery import LoggingDeliverer, RecordingDeliverer, mask_address
 from activities.records import RecordActivities
 from activities.templates import format_date, render
-from domain.enums import ActionKind, Channel, CollectionStage, InstallmentStatus, Product, RepaymentMethod
+from domain.enums import (
+    ActionKind,
+    Channel,
+    CollectionStage,
+    ContactResult,
+    DisputeReason,
+    DisputeStatus,
+    HardshipReason,
+    HardshipStatus,
+    InstallmentStatus,
+    LoggedChannel,
+    OverdueReason,
+    Product,
+    PromiseStatus,
+    RepaymentMethod,
+)
 from models import repo
 from models.db import session_scope
 from models.tables import (
     Assignment,
     AuditLog,
     BorrowerCreate,
+    CaseTask,
     ChargeOff,
     ContactAttempt,
+    ContactLog,
+    ContactPreference,
     CreditBureauRecord,
+    Dispute,
     FieldVisitTask,
+    Hardship,
     InstallmentRow,
     LegalReferral,
     Loan,
     Payment,
+    PromiseToPay,
 )
 from models.wire import (
     AgentRelease,
@@ -43,8 +64,12 @@ from models.wire import (
     AuditEvent,
     CaseEvents,
     CaseFiling,
+    ContactLogRecord,
     ContactParams,
     ContactRequest,
+    DeskRecords,
+    DisputeRecord,
+    HardshipRecord,
     InstallmentView,
     LoanProjection,
     LoanRecord,
@@ -52,6 +77,8 @@ from models.wire import (
     Outstanding,
     PaymentBooking,
     PolicyRequest,
+    PreferenceRecord,
+    PromiseRecord,
 )
 from tests.db_fixtures import db_url, engine  # noqa: F401
 
@@ -163,8 +190,9 @@ def contact(key: str = "L1:reminder:1", **kw: Any) -> ContactRequest:
     return ContactRequest(**data)
 
 
-def filing(kind: ActionKind, key: str | None = None) -> CaseFiling:
+def filing(kind: ActionKind, key: str | None = None, agent_id: str | None = None) -> CaseFiling:
     return CaseFiling(
+        agent_id=agent_id,
         key=f"L1:{kind.value}:1" if key is None else key,
         loan_id="L1",
         borrower_id="B1",
@@ -737,6 +765,8 @@ def test_assign_agent_bad_input(cases: CaseActivities) -> None:
         (ActionKind.CREDIT_UPDATE, CreditBureauRecord),
         (ActionKind.CHARGE_OFF, ChargeOff),
         (ActionKind.FIELD_VISIT, FieldVisitTask),
+        (ActionKind.DISPUTE_OVERDUE, CaseTask),
+        (ActionKind.HARDSHIP_REVIEW, CaseTask),
     ],
 )
 def test_file_case_action_twice_leaves_one_row(cases: CaseActivities, kind: ActionKind, table: type) -> None:
@@ -792,3 +822,230 @@ def test_write_audit_twice_leaves_one_row(records: RecordActivities) -> None:
     with pytest.raises(ApplicationError) as e:
         run(records.write_audit, ev.model_copy(update={"key": ""}))
     assert_non_retryable(e, "key")
+
+
+def test_case_tasks_once_per_key_with_their_agent_or_the_queue(cases: CaseActivities) -> None:
+    overdue = filing(ActionKind.DISPUTE_OVERDUE, key="L1:dispute_overdue:D-1", agent_id="a1")
+    review = filing(ActionKind.HARDSHIP_REVIEW, key="L1:hardship_review:H-1")  # no agent: the queue
+    for f in (overdue, review, overdue, review):
+        run(cases.file_case_action, f)
+    # A repeat under the same key never changes the row, even with another agent.
+    run(cases.file_case_action, overdue.model_copy(update={"agent_id": "a2"}))
+    with session_scope(cases.engine) as s:
+        rows = {t.idempotency_key: t for t in s.exec(select(CaseTask))}
+        assert len(rows) == 2
+        task = rows["L1:dispute_overdue:D-1"]
+        assert (task.kind, task.agent_id, task.status, task.loan_id, task.borrower_id) == (
+            "dispute_overdue",
+            "a1",
+            "open",
+            "L1",
+            "B1",
+        )
+        assert (task.at, task.days_past_due, task.overdue, task.currency) == (T0, 95, 330_048, "CNY")
+        queued = rows["L1:hardship_review:H-1"]
+        assert (queued.kind, queued.agent_id) == ("hardship_review", None)
+        assert [t.idempotency_key for t in repo.open_case_tasks(s, "a1")] == ["L1:dispute_overdue:D-1"]
+        assert [t.idempotency_key for t in repo.open_case_tasks(s, unassigned=True)] == [
+            "L1:hardship_review:H-1"
+        ]
+        assert len(repo.open_case_tasks(s)) == 2
+        assert repo.open_case_tasks(s, "a2") == []
+
+
+# --- the collector's desk --------------------------------------------------------------
+
+
+def desk(loan_id: str = "L1", **status: Any) -> DeskRecords:
+    """One record of each kind for `loan_id`; `status` overrides fields per kind
+    (promise=..., dispute=..., hardship=..., preference=..., contact=...)."""
+    promise = PromiseRecord(
+        loan_id=loan_id,
+        borrower_id="B1",
+        promise_id="P-1",
+        amount=110_016,
+        currency="CNY",
+        promised_date=date(2025, 3, 20),
+        agent_id="a1",
+        status=PromiseStatus.OPEN,
+        made_at=T0,
+    )
+    dispute = DisputeRecord(
+        loan_id=loan_id,
+        borrower_id="B1",
+        dispute_id="D-1",
+        reason=DisputeReason.AMOUNT,
+        opened_by="a1",
+        opened_at=T0,
+        status=DisputeStatus.OPEN,
+    )
+    hardship = HardshipRecord(
+        loan_id=loan_id,
+        borrower_id="B1",
+        hardship_id="H-1",
+        reason=HardshipReason.ILLNESS,
+        starts_on=date(2025, 3, 1),
+        until=date(2025, 4, 30),
+        approved_by="supervisor-1",
+        approval_ref="APR-7",
+        approved_at=T0,
+        status=HardshipStatus.ACTIVE,
+    )
+    preference = PreferenceRecord(
+        loan_id=loan_id,
+        borrower_id="B1",
+        preference_id="C-1",
+        channels=[Channel.SMS, Channel.LETTER],
+        set_by="a1",
+        at=T0,
+    )
+    contact = ContactLogRecord(
+        loan_id=loan_id,
+        borrower_id="B1",
+        contact_id="K-1",
+        agent_ids=["a1", "a2"],
+        channel=LoggedChannel.FIELD_VISIT,
+        result=ContactResult.REACHED,
+        reason=OverdueReason.ILLNESS,
+        at=T0,
+    )
+    return DeskRecords(
+        promises=[promise.model_copy(update=status.get("promise", {}))],
+        disputes=[dispute.model_copy(update=status.get("dispute", {}))],
+        hardships=[hardship.model_copy(update=status.get("hardship", {}))],
+        preferences=[preference.model_copy(update=status.get("preference", {}))],
+        contacts=[contact.model_copy(update=status.get("contact", {}))],
+    )
+
+
+DESK_TABLES = (PromiseToPay, Dispute, Hardship, ContactPreference, ContactLog)
+
+
+def desk_snapshot(engine: Engine) -> dict[str, list[dict[str, Any]]]:  # noqa: F811
+    with session_scope(engine) as s:
+        return {
+            t.__tablename__: [r.model_dump() for r in s.exec(select(t).order_by(getattr(t, "id")))]  # noqa: B009
+            for t in DESK_TABLES
+        }
+
+
+def test_desk_records_written_twice_leave_one_unchanged_row_each(records: RecordActivities) -> None:
+    events = CaseEvents(desk=desk())
+    run(records.record_case_events, events)
+    first = desk_snapshot(records.engine)
+    assert all(len(rows) == 1 for rows in first.values()), first
+    run(records.record_case_events, events)  # a retry after a crash
+    assert desk_snapshot(records.engine) == first  # same rows, updated_at untouched
+    with session_scope(records.engine) as s:
+        got = repo.desk_records(s, "L1")
+        p = got.promises[0]
+        assert (p.promise_id, p.amount, p.promised_date, p.agent_id, p.status, p.made_at) == (
+            "P-1",
+            110_016,
+            date(2025, 3, 20),
+            "a1",
+            "open",
+            T0,
+        )
+        assert p.settled_at is None
+        d = got.disputes[0]
+        assert (d.reason, d.status, d.escalated, d.resolved_by, d.opened_at) == (
+            "amount",
+            "open",
+            False,
+            None,
+            T0,
+        )
+        h = got.hardships[0]
+        assert (h.reason, h.status, h.until, h.approval_ref) == (
+            "illness",
+            "active",
+            date(2025, 4, 30),
+            "APR-7",
+        )
+        assert got.preferences[0].channels == ["sms", "letter"]
+        c = got.contacts[0]
+        assert (c.agent_ids, c.channel, c.result, c.reason) == (
+            ["a1", "a2"],
+            "field_visit",
+            "reached",
+            "illness",
+        )
+
+
+def test_desk_status_changes_update_the_rows(records: RecordActivities) -> None:
+    run(records.record_case_events, CaseEvents(desk=desk()))
+    before = desk_snapshot(records.engine)
+    later = T0 + timedelta(days=5)
+    run(records.record_case_events, CaseEvents(desk=desk(dispute={"escalated": True})))
+    changed = desk(
+        promise={"status": PromiseStatus.KEPT, "settled_at": later},
+        dispute={
+            "status": DisputeStatus.UPHELD,
+            "escalated": True,
+            "resolved_by": "supervisor-1",
+            "resolved_at": later,
+        },
+        hardship={"status": HardshipStatus.ENDED, "ended_by": "a1", "ended_at": later},
+        preference={"channels": [Channel.EMAIL, Channel.LETTER]},
+    )
+    run(records.record_case_events, CaseEvents(desk=changed))
+    run(records.record_case_events, CaseEvents(desk=changed))
+    after = desk_snapshot(records.engine)
+    assert all(len(rows) == 1 for rows in after.values()), after
+    with session_scope(records.engine) as s:
+        got = repo.desk_records(s, "L1")
+        p, d, h = got.promises[0], got.disputes[0], got.hardships[0]
+        assert (p.status, p.settled_at) == ("kept", later)
+        assert (d.status, d.escalated, d.resolved_by, d.resolved_at) == (
+            "upheld",
+            True,
+            "supervisor-1",
+            later,
+        )
+        assert (h.status, h.ended_by, h.ended_at) == ("ended", "a1", later)
+        assert got.preferences[0].channels == ["email", "letter"]
+    for table in ("promise_to_pay", "dispute", "hardship", "contact_preference"):
+        assert after[table][0]["id"] == before[table][0]["id"]
+        assert after[table][0]["created_at"] == before[table][0]["created_at"]
+        assert after[table][0]["updated_at"] > before[table][0]["updated_at"]
+    assert after["contact_log"] == before["contact_log"]  # unchanged: not touched
+
+
+def test_desk_ids_are_unique_per_loan_not_across_loans(records: RecordActivities) -> None:
+    run(records.record_case_events, CaseEvents(desk=desk("L1")))
+    run(records.record_case_events, CaseEvents(desk=desk("L2", promise={"status": PromiseStatus.BROKEN})))
+    for table in DESK_TABLES:
+        assert count(records.engine, table) == 2
+    with session_scope(records.engine) as s:
+        assert repo.desk_records(s, "L1").promises[0].status == "open"
+        assert repo.desk_records(s, "L2").promises[0].status == "broken"
+
+
+def test_desk_rows_are_written_with_the_rest_of_the_case_events(records: RecordActivities) -> None:
+    run(records.record_loan, loan_record())
+    events = CaseEvents(
+        audit=[
+            AuditEvent(
+                key="L1/audit/promise/P-1", loan_id="L1", at=T0, event="promise", detail="", source="s"
+            )
+        ],
+        projection=projection(T0 + timedelta(hours=1)),
+        desk=DeskRecords(promises=desk().promises),
+    )
+    run(records.record_case_events, events)
+    run(records.record_case_events, events)
+    assert count(records.engine, AuditLog) == 1
+    assert count(records.engine, PromiseToPay) == 1
+    assert count(records.engine, Dispute) == 0
+    # Without desk (or with an empty one) nothing is written to the desk tables.
+    run(records.record_case_events, CaseEvents(desk=DeskRecords()))
+    assert sum(count(records.engine, t) for t in DESK_TABLES) == 1
+
+
+def test_a_bad_desk_record_is_non_retryable_and_writes_nothing(records: RecordActivities) -> None:
+    bad = desk(contact={"contact_id": "x" * 200})
+    with pytest.raises(ApplicationError) as e:
+        run(records.record_case_events, CaseEvents(desk=bad))
+    assert_non_retryable(e, "contact_id")
+    assert sum(count(records.engine, t) for t in DESK_TABLES) == 0

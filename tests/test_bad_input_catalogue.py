@@ -188,6 +188,7 @@ class Money:
     outstanding: dict[str, int]
     paid: list[int]
     payments: int
+    desk: dict[str, Any]  # the protections: hold, promises, disputes, hardships, channels
 
 
 async def money(door: Door, handle: WorkflowHandle[Any, Any] | None = None, loan_id: str = "") -> Money:
@@ -197,7 +198,11 @@ async def money(door: Door, handle: WorkflowHandle[Any, Any] | None = None, loan
         s["outstanding"],
         [i["paid"] for i in s["installments"]],
         payments_booked(door.db, loan_id or door.loan_id),
+        {k: s.get(k) for k in DESK_FIELDS},
     )
+
+
+DESK_FIELDS = ("hold", "promises", "disputes", "hardships", "contact_channels", "broken_promises")
 
 
 async def unharmed(
@@ -211,6 +216,7 @@ async def unharmed(
     h = handle or door.handle
     after = await money(door, h, loan_id)
     assert (after.paid, after.payments) == (before.paid, before.payments)
+    assert after.desk == before.desk
     if after.day == before.day:  # (across a local midnight a day's penalty accrues)
         assert after.outstanding == before.outstanding
     want = WorkflowExecutionStatus.COMPLETED if closed else WorkflowExecutionStatus.RUNNING
@@ -377,8 +383,158 @@ RAW: list[Raw] = [
     Raw("two-arguments", "restructuring", [restr(kind="waiver", waive_penalty=True)[0], {}], "payload"),
 ]
 
-UPDATE = {"payment": "record_payment", "restructuring": "apply_restructuring"}
-SIGNAL = {"payment": "payment_received", "restructuring": "restructuring_approved"}
+
+# --- The collector's desk (contract part 2): every message, refused naming the field ----
+
+
+def promise(**fields: Any) -> list[Any]:
+    base = {
+        "promise_id": "PR-bad",
+        "amount": 10_000,
+        "promised_date": (TODAY + timedelta(days=3)).isoformat(),
+    }
+    return [{**base, "agent_id": "agent-1", **fields}]
+
+
+def dispute(**fields: Any) -> list[Any]:
+    return [{"dispute_id": "D-bad", "reason": "amount", "opened_by": "ops.wang", **fields}]
+
+
+def resolve(**fields: Any) -> list[Any]:
+    return [{"dispute_id": "D-none", "outcome": "rejected", "resolved_by": "ops.wang", **fields}]
+
+
+def hardship(**fields: Any) -> list[Any]:
+    base = {"hardship_id": "H-bad", "reason": "illness", "until": (TODAY + timedelta(days=30)).isoformat()}
+    return [{**base, "approved_by": "supervisor.li", "approval_ref": "HR-1", **fields}]
+
+
+def prefs(**fields: Any) -> list[Any]:
+    return [{"preference_id": "PF-bad", "channels": ["sms"], "set_by": "agent-1", **fields}]
+
+
+def contact(**fields: Any) -> list[Any]:
+    base = {"contact_id": "C-bad", "agent_ids": ["agent-1"], "channel": "voice", "result": "reached"}
+    return [{**base, "at": at(TODAY - timedelta(days=1), 23), **fields}]
+
+
+DESK_RAW: list[Raw] = [
+    *(Raw(f"id-{n}", "promise", promise(promise_id=v), "promise_id") for n, v in ID_VALUES.items()),
+    Raw("amount-0", "promise", promise(amount=0), "amount"),
+    Raw("amount-minus-1", "promise", promise(amount=-1), "amount"),
+    Raw("amount-true", "promise", promise(amount=True), "amount"),
+    Raw("amount-string", "promise", promise(amount="100"), "amount"),
+    Raw("amount-above-payoff", "promise", promise(amount=10**12), "amount"),
+    Raw(
+        "date-yesterday",
+        "promise",
+        promise(promised_date=(TODAY - timedelta(days=1)).isoformat()),
+        "promised_date",
+    ),
+    Raw(
+        "date-8-days-ahead",
+        "promise",
+        promise(promised_date=(TODAY + timedelta(days=8)).isoformat()),
+        "promised_date",
+    ),
+    Raw("date-not-a-date", "promise", promise(promised_date="friday"), "promised_date"),
+    Raw("date-a-number", "promise", promise(promised_date=20260301), "promised_date"),
+    Raw("agent-blank", "promise", promise(agent_id="  "), "agent_id"),
+    Raw("made-at-future", "promise", promise(made_at=at(TODAY + timedelta(days=2))), "made_at"),
+    Raw("made-at-8-days-ago", "promise", promise(made_at=at(TODAY - timedelta(days=8))), "made_at"),
+    Raw("made-at-no-offset", "promise", promise(made_at=at(TODAY, tz=None)), "made_at"),
+    *(Raw(n, "promise", v, "payload") for n, v in NOT_ONE_OBJECT.items()),
+    Raw("empty-object", "promise", [{}], "promise_id"),
+    Raw("unknown-field", "promise", promise(note="hi"), "note"),
+    *(Raw(f"id-{n}", "dispute", dispute(dispute_id=v), "dispute_id") for n, v in ID_VALUES.items()),
+    Raw("reason-unknown", "dispute", dispute(reason="annoyed"), "reason"),
+    Raw("opened-by-blank", "dispute", dispute(opened_by=""), "opened_by"),
+    Raw("opened-at-future", "dispute", dispute(opened_at=at(TODAY + timedelta(days=2))), "opened_at"),
+    Raw("opened-at-41-days-ago", "dispute", dispute(opened_at=at(TODAY - timedelta(days=41))), "opened_at"),
+    Raw("opened-at-not-a-time", "dispute", dispute(opened_at="last week"), "opened_at"),
+    *(Raw(n, "dispute", v, "payload") for n, v in NOT_ONE_OBJECT.items()),
+    Raw("unknown-dispute", "resolve", resolve(), "dispute_id"),
+    Raw("outcome-unknown", "resolve", resolve(outcome="maybe"), "outcome"),
+    Raw("resolved-by-blank", "resolve", resolve(resolved_by=" "), "resolved_by"),
+    Raw("empty-object", "resolve", [{}], "dispute_id"),
+    *(Raw(f"id-{n}", "hardship", hardship(hardship_id=v), "hardship_id") for n, v in ID_VALUES.items()),
+    Raw("reason-unknown", "hardship", hardship(reason="bored"), "reason"),
+    Raw("until-yesterday", "hardship", hardship(until=(TODAY - timedelta(days=1)).isoformat()), "until"),
+    Raw("until-91-days", "hardship", hardship(until=(TODAY + timedelta(days=91)).isoformat()), "until"),
+    Raw("until-not-a-date", "hardship", hardship(until="soon"), "until"),
+    Raw("no-approved-by", "hardship", hardship(approved_by=None), "approved_by"),
+    Raw("no-approval-ref", "hardship", hardship(approval_ref=None), "approval_ref"),
+    Raw("blank-approval-ref", "hardship", hardship(approval_ref="  "), "approval_ref"),
+    *(Raw(n, "hardship", v, "payload") for n, v in NOT_ONE_OBJECT.items()),
+    Raw("unknown-hardship", "hardship_end", [{"hardship_id": "H-none", "ended_by": "ops"}], "hardship_id"),
+    Raw("ended-by-blank", "hardship_end", [{"hardship_id": "H-none", "ended_by": ""}], "ended_by"),
+    *(Raw(f"id-{n}", "preferences", prefs(preference_id=v), "preference_id") for n, v in ID_VALUES.items()),
+    Raw("channels-empty", "preferences", prefs(channels=[]), "channels"),
+    Raw("channels-fax", "preferences", prefs(channels=["fax"]), "channels.0"),
+    Raw("channels-a-string", "preferences", prefs(channels="sms"), "channels"),
+    Raw("set-by-blank", "preferences", prefs(set_by=""), "set_by"),
+    *(Raw(n, "preferences", v, "payload") for n, v in NOT_ONE_OBJECT.items()),
+    *(Raw(f"id-{n}", "contact", contact(contact_id=v), "contact_id") for n, v in ID_VALUES.items()),
+    Raw("call-at-23h", "contact", contact(), "at"),
+    Raw("call-at-7h", "contact", contact(at=at(TODAY - timedelta(days=1), 7)), "at"),
+    Raw(
+        "visit-one-collector",
+        "contact",
+        contact(channel="field_visit", at=at(TODAY - timedelta(days=1))),
+        "agent_ids",
+    ),
+    Raw(
+        "visit-same-collector-twice",
+        "contact",
+        contact(channel="field_visit", agent_ids=["a", "a"]),
+        "agent_ids",
+    ),
+    Raw("no-collector", "contact", contact(agent_ids=[]), "agent_ids"),
+    Raw("channel-sms", "contact", contact(channel="sms"), "channel"),
+    Raw("result-unknown", "contact", contact(result="maybe"), "result"),
+    Raw("reason-unknown", "contact", contact(reason="lazy"), "reason"),
+    Raw("at-future", "contact", contact(at=at(TODAY + timedelta(days=2))), "at"),
+    Raw("at-8-days-ago", "contact", contact(at=at(TODAY - timedelta(days=8))), "at"),
+    Raw("at-no-offset", "contact", contact(at=at(TODAY, tz=None)), "at"),
+    Raw("at-missing", "contact", [{k: v for k, v in contact()[0].items() if k != "at"}], "at"),
+    *(Raw(n, "contact", v, "payload") for n, v in NOT_ONE_OBJECT.items()),
+]
+RAW += DESK_RAW
+
+UPDATE = {
+    "payment": "record_payment",
+    "restructuring": "apply_restructuring",
+    "promise": "record_promise",
+    "dispute": "open_dispute",
+    "resolve": "resolve_dispute",
+    "hardship": "start_hardship",
+    "hardship_end": "end_hardship",
+    "preferences": "set_contact_preferences",
+    "contact": "log_contact",
+}
+SIGNAL = {
+    "payment": "payment_received",
+    "restructuring": "restructuring_approved",
+    "promise": "promise_made",
+    "dispute": "dispute_opened",
+    "resolve": "dispute_resolved",
+    "hardship": "hardship_approved",
+    "hardship_end": "hardship_ended",
+    "preferences": "contact_preferences_set",
+    "contact": "contact_logged",
+}
+# Audit events of a message applied (a signal that should have been rejected).
+APPLIED_EVENTS = (
+    "payment",
+    "restructuring",
+    "promise",
+    "dispute_opened",
+    "dispute_resolved",
+    "hardship_started",
+    "hardship_ended",
+    "preferences",
+    "contact_logged",
+)
 
 
 # --- Door 1: raw updates ----------------------------------------------------------------
@@ -425,9 +581,7 @@ async def rejection(door: Door, after: int, expect: str) -> AuditLog:
     written by the workflow's next write-down)."""
 
     def found() -> AuditLog | None:
-        applied = [
-            r.detail for e in ("payment", "restructuring") for r in audit(door.db, door.loan_id, e, after)
-        ]
+        applied = [r.detail for e in APPLIED_EVENTS for r in audit(door.db, door.loan_id, e, after)]
         if applied:  # accepted: no rejection will come
             raise Accepted(f"accepted instead of rejected: {applied}")
         return next((r for r in audit(door.db, door.loan_id, "rejected", after) if expect in r.detail), None)

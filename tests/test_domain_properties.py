@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from domain.calendar import local_date
 from domain.case import CallAttempt, Case, Components
-from domain.enums import ActionKind, RepaymentMethod, RestructuringKind
+from domain.desk import end_hardship, start_hardship
+from domain.enums import ActionKind, HardshipReason, HardshipStatus, RepaymentMethod, RestructuringKind
 from domain.ledger import (
     CaseError,
     apply_payment,
@@ -18,6 +19,7 @@ from domain.ledger import (
     is_settled,
     outstanding,
     overdue_amount,
+    penalty_accrued,
     penalty_owed,
     remaining_fee,
     remaining_interest,
@@ -242,7 +244,19 @@ def test_successive_actions_never_go_back_in_time(tz: str, steps: list[tuple[str
 
 operations = st.lists(
     st.tuples(
-        st.sampled_from(["pay", "pay", "pay", "extend", "reinstall", "waive-amount", "waive-penalty"]),
+        st.sampled_from(
+            [
+                "pay",
+                "pay",
+                "pay",
+                "extend",
+                "reinstall",
+                "waive-amount",
+                "waive-penalty",
+                "hardship",
+                "end-hardship",
+            ]
+        ),
         st.integers(0, 75),  # days since the previous operation
         st.integers(0, 24 * 60 - 1),  # minute of that day
         st.floats(0, 1),  # share of the payoff / penalty / fees and interest owed
@@ -279,6 +293,26 @@ def operate(
         if what == "reinstall":
             months = 1 + n % POLICY.max_new_term_months
             return approve(case, RestructuringKind.REINSTALLMENT, when, rid, new_term_months=months), 0, 0
+        if what == "hardship":  # relief from today for n days: forgives nothing already owed
+            until = today + timedelta(days=n % (POLICY.max_hardship_days + 1))
+            return (
+                start_hardship(
+                    case,
+                    hardship_id=rid,
+                    reason=HardshipReason.OTHER,
+                    until=until,
+                    approved_by="risk",
+                    approval_ref="HR",
+                    now=when,
+                ).case,
+                0,
+                0,
+            )
+        if what == "end-hardship":
+            active = [h.hardship_id for h in case.hardships if h.status is HardshipStatus.ACTIVE]
+            if not active:
+                return None
+            return end_hardship(case, hardship_id=active[0], ended_by="risk", now=when).case, 0, 0
         if what == "waive-penalty":
             owed = outstanding(case, today).penalty
             return approve(case, RestructuringKind.WAIVER, when, rid, waive_penalty=True), 0, owed
@@ -299,7 +333,8 @@ def approve(case: Case, kind: RestructuringKind, now: datetime, rid: str, **kw: 
 def test_only_payments_and_waivers_lower_the_payoff_and_the_split_never_matters(
     case: Case, ops: list[tuple[str, int, int, float, int]], split: float, later: int
 ) -> None:
-    """Across random mixes of payments, extensions, re-installments and waivers:
+    """Across random mixes of payments, extensions, re-installments, waivers and hardship
+    relief (started and ended early):
     - a payment lowers the same-day payoff by exactly its amount, a waiver by exactly what
       it waives, an extension or a re-installment not at all (only a waiver forgives);
     - with nothing happening, the payoff never falls as days pass;
@@ -398,3 +433,58 @@ def test_a_reinstallment_never_changes_the_same_day_payoff(
     fresh = [i for i in after.installments if i.seq > max(j.seq for j in case.installments)]
     assert sum(i.principal for i in fresh) == before
     assert fresh[0].period_start > today  # no day's interest is charged twice
+
+
+@FAST
+@given(
+    case=loans,
+    start=st.integers(0, 400),
+    length=st.integers(0, POLICY.max_hardship_days),
+    ended_after=st.one_of(st.none(), st.integers(0, POLICY.max_hardship_days)),
+    after=st.integers(1, 60),
+)
+def test_no_penalty_accrues_on_the_days_of_a_hardship_and_nothing_else_changes(
+    case: Case, start: int, length: int, ended_after: int | None, after: int
+) -> None:
+    """Hardship relief forgives nothing owed when it starts and freezes penalty accrual on
+    its local days only: through its last day every installment's accrued penalty stands
+    still, interest and principal are untouched, and from the next day penalty accrues
+    again at the rate of a loan without relief."""
+    when = moment(case, start, 600)
+    today = today_for(case, when)
+    relieved = start_hardship(
+        case,
+        hardship_id="H",
+        reason=HardshipReason.JOB_LOSS,
+        until=today + timedelta(days=length),
+        approved_by="risk",
+        approval_ref="HR",
+        now=when,
+    ).case
+    if ended_after is not None and ended_after <= length:
+        relieved = end_hardship(
+            relieved, hardship_id="H", ended_by="risk", now=moment(case, start + ended_after, 700)
+        ).case
+    last = relieved.hardships[0].last_day or relieved.hardships[0].until
+    assert outstanding(relieved, today) == outstanding(case, today)  # nothing forgiven at the start
+    for n in range((last - today).days + 2):  # through the day after the last day of relief
+        day = today + timedelta(days=n)
+        for frozen, free in zip(relieved.installments, case.installments, strict=True):
+            assert penalty_accrued(relieved, frozen, day) == penalty_accrued(relieved, frozen, today)
+            assert penalty_accrued(relieved, frozen, day) <= penalty_accrued(case, free, day)
+        o_relieved, o_free = outstanding(relieved, day), outstanding(case, day)
+        assert (o_relieved.interest, o_relieved.principal, o_relieved.fee) == (
+            o_free.interest,
+            o_free.principal,
+            o_free.fee,
+        )
+    # Afterwards it accrues again, day by day, as it would have without relief.
+    resume = last + timedelta(days=1)
+    later = resume + timedelta(days=after)
+    days_off = (last - today).days + 1
+    for frozen, free in zip(relieved.installments, case.installments, strict=True):
+        if free.due_date <= today:  # overdue through all of the relief: shifted by its days
+            shifted = penalty_accrued(case, free, later - timedelta(days=days_off))
+            assert penalty_accrued(relieved, frozen, later) == shifted
+        else:  # due later: never more than without relief
+            assert penalty_accrued(relieved, frozen, later) <= penalty_accrued(case, free, later)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
 import pytest
 import sqlalchemy as sa
@@ -23,9 +23,23 @@ from models.db import (
     session_scope,
     upgrade_schema,
 )
-from models.tables import Agent, Assignment, AuditLog, Borrower, BorrowerCreate, Payment
+from models.tables import (
+    Agent,
+    Assignment,
+    AuditLog,
+    Borrower,
+    BorrowerCreate,
+    CaseTask,
+    ContactLog,
+    ContactPreference,
+    Dispute,
+    Hardship,
+    Payment,
+    PromiseToPay,
+)
 from tests.db_fixtures import db_url, engine, session  # noqa: F401
 
+DESK_TABLES = {"promise_to_pay", "dispute", "hardship", "contact_preference", "contact_log", "case_task"}
 EXPECTED_TABLES = {
     "agent",
     "assignment",
@@ -39,6 +53,7 @@ EXPECTED_TABLES = {
     "legal_referral",
     "loan",
     "payment",
+    *DESK_TABLES,
 }
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
 
@@ -220,6 +235,212 @@ def test_upgrade_from_0001_keeps_payments_and_keys_them_per_loan(db_url: str) ->
         assert "ix_payment_payment_id" in {i["name"] for i in sa.inspect(eng).get_indexes("payment")}
     finally:
         eng.dispose()
+
+
+def test_upgrade_from_0002_to_0003_and_back_keeps_the_older_tables(db_url: str) -> None:  # noqa: F811
+    """0003 adds the desk tables and case_task to a database at 0002 (rows kept); its
+    downgrade drops exactly those tables and leaves 0002's schema and rows."""
+    from alembic import command
+
+    eng = make_engine(db_url)
+    try:
+        upgrade_schema(eng, "0002")
+        before = set(sa.inspect(eng).get_table_names())
+        assert not before & DESK_TABLES
+        with session_scope(eng) as s:
+            s.add(Payment(payment_id="P-1", loan_id="L1", amount=100, currency="CNY", paid_at=T0))
+
+        upgrade_schema(eng, "0003")
+        assert current_revision(eng) == "0003"
+        inspector = sa.inspect(eng)
+        assert set(inspector.get_table_names()) == before | DESK_TABLES
+        for table, ident in [
+            ("promise_to_pay", "promise_id"),
+            ("dispute", "dispute_id"),
+            ("hardship", "hardship_id"),
+            ("contact_preference", "preference_id"),
+            ("contact_log", "contact_id"),
+        ]:
+            uniques = {tuple(c["column_names"]) for c in inspector.get_unique_constraints(table)}
+            assert ("loan_id", ident) in uniques, (table, uniques)
+        assert ("idempotency_key",) in {
+            tuple(c["column_names"]) for c in inspector.get_unique_constraints("case_task")
+        }
+        with session_scope(eng) as s:
+            s.add(_promise("L1", "P-1"))
+            s.add(_task("L1:dispute_overdue:D-1", agent_id="a1"))
+        with Session(eng) as s:
+            assert repo.count_rows(s, Payment) == 1 and repo.count_rows(s, PromiseToPay) == 1
+
+        with eng.begin() as conn:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0002")
+        assert current_revision(eng) == "0002"
+        assert set(sa.inspect(eng).get_table_names()) == before
+        with Session(eng) as s:
+            assert repo.count_rows(s, Payment) == 1
+
+        upgrade_schema(eng)  # and up again, empty
+        with Session(eng) as s:
+            assert repo.count_rows(s, PromiseToPay) == 0
+    finally:
+        eng.dispose()
+
+
+# --- the collector's desk ------------------------------------------------------------
+
+
+def _promise(loan_id: str, promise_id: str, made_at: datetime = T0, **kw: object) -> PromiseToPay:
+    data: dict[str, object] = {
+        "loan_id": loan_id,
+        "borrower_id": "B1",
+        "promise_id": promise_id,
+        "amount": 9_000_000_000_000,  # money is BIGINT
+        "currency": "CNY",
+        "promised_date": date(2025, 3, 8),
+        "agent_id": "a1",
+        "status": "open",
+        "made_at": made_at,
+        **kw,
+    }
+    return PromiseToPay.model_validate(data)
+
+
+def _task(key: str, agent_id: str | None = None, at: datetime = T0, loan_id: str = "L1") -> CaseTask:
+    return CaseTask(
+        idempotency_key=key,
+        loan_id=loan_id,
+        borrower_id="B1",
+        kind="dispute_overdue",
+        agent_id=agent_id,
+        at=at,
+        days_past_due=40,
+        overdue=1_000,
+    )
+
+
+def test_desk_ids_are_unique_per_loan_in_the_database(session: Session) -> None:  # noqa: F811
+    session.add(_promise("L1", "P-1"))
+    session.add(_promise("L2", "P-1"))  # another loan may use the same id
+    session.commit()
+    session.add(_promise("L1", "P-1"))
+    with pytest.raises(IntegrityError):
+        session.commit()
+    session.rollback()
+    for row in (
+        Dispute(
+            loan_id="L1",
+            borrower_id="B1",
+            dispute_id="D-1",
+            reason="amount",
+            opened_by="a1",
+            opened_at=T0,
+            status="open",
+        ),
+        Hardship(
+            loan_id="L1",
+            borrower_id="B1",
+            hardship_id="H-1",
+            reason="illness",
+            starts_on=date(2025, 3, 1),
+            until=date(2025, 4, 1),
+            approved_by="s1",
+            approval_ref="R1",
+            approved_at=T0,
+            status="active",
+        ),
+        ContactPreference(
+            loan_id="L1", borrower_id="B1", preference_id="C-1", channels=["sms"], set_by="a1", at=T0
+        ),
+        ContactLog(
+            loan_id="L1",
+            borrower_id="B1",
+            contact_id="K-1",
+            agent_ids=["a1"],
+            channel="voice",
+            result="reached",
+            at=T0,
+        ),
+    ):
+        session.add(row)
+        session.commit()
+        session.add(type(row).model_validate(row.model_dump(exclude={"id"})))
+        with pytest.raises(IntegrityError):
+            session.commit()
+        session.rollback()
+    session.add(_task("k1"))
+    session.commit()
+    session.add(_task("k1", agent_id="a1"))
+    with pytest.raises(IntegrityError):
+        session.commit()
+    session.rollback()
+
+
+def test_desk_columns_round_trip(session: Session) -> None:  # noqa: F811
+    shanghai = timezone(timedelta(hours=8))
+    session.add(_promise("L1", "P-1", made_at=datetime(2025, 3, 1, 23, 30, tzinfo=shanghai)))
+    session.add(
+        ContactPreference(
+            loan_id="L1",
+            borrower_id="B1",
+            preference_id="C-1",
+            channels=["email", "letter"],
+            set_by="a1",
+            at=T0,
+        )
+    )
+    session.add(
+        ContactLog(
+            loan_id="L1",
+            borrower_id="B1",
+            contact_id="K-1",
+            agent_ids=["a1", "a2"],
+            channel="field_visit",
+            result="reached",
+            at=T0,
+        )
+    )
+    session.commit()
+    session.expunge_all()
+    got = repo.desk_records(session, "L1")
+    p = got.promises[0]
+    assert p.amount == 9_000_000_000_000
+    assert p.made_at.utcoffset() == timedelta(0) and p.made_at.hour == 15
+    assert p.promised_date == date(2025, 3, 8)
+    assert p.created_at.tzinfo is not None and p.updated_at.tzinfo is not None
+    assert got.preferences[0].channels == ["email", "letter"]
+    assert got.contacts[0].agent_ids == ["a1", "a2"]
+    assert (got.disputes, got.hardships) == ([], [])
+    assert repo.desk_records(session, "L2").promises == []
+    with pytest.raises(ValueError, match="loan_id"):
+        repo.desk_records(session, " ")
+
+
+def test_desk_records_come_in_the_order_they_happened(session: Session) -> None:  # noqa: F811
+    session.add(_promise("L1", "P-late", made_at=T0 + timedelta(days=3)))
+    session.add(_promise("L1", "P-early", made_at=T0))
+    session.add(_promise("L2", "P-other"))
+    session.commit()
+    assert [p.promise_id for p in repo.desk_records(session, "L1").promises] == ["P-early", "P-late"]
+
+
+def test_open_case_tasks_by_agent_queue_or_all(session: Session) -> None:  # noqa: F811
+    session.add(_task("k3", agent_id="a1", at=T0 + timedelta(hours=2)))
+    session.add(_task("k1", agent_id="a1", at=T0))
+    session.add(_task("k2", agent_id=None, at=T0 + timedelta(hours=1)))
+    done = _task("k4", agent_id="a1")
+    done.status = "done"
+    session.add(done)
+    session.commit()
+    assert [t.idempotency_key for t in repo.open_case_tasks(session, "a1")] == ["k1", "k3"]
+    assert [t.idempotency_key for t in repo.open_case_tasks(session, unassigned=True)] == ["k2"]
+    assert [t.idempotency_key for t in repo.open_case_tasks(session)] == ["k1", "k2", "k3"]
+    assert repo.open_case_tasks(session, "nobody") == []
+    with pytest.raises(ValueError, match="agent_id"):
+        repo.open_case_tasks(session, "a1", unassigned=True)
+    with pytest.raises(ValueError, match="agent_id"):
+        repo.open_case_tasks(session, " ")
 
 
 def test_one_open_assignment_per_loan_in_the_database(session: Session) -> None:  # noqa: F811

@@ -500,6 +500,13 @@ STATE_KEYS = {
     "closed",
     # Additive (README, contract notes): activities that failed for good, usually empty.
     "activity_failures",
+    # Contract part 2: the collector's desk and borrower protections.
+    "hold",
+    "promises",
+    "disputes",
+    "hardships",
+    "contact_channels",
+    "broken_promises",
 }
 
 

@@ -19,7 +19,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
 from client.search_attributes import ensure_search_attributes
-from models import repo, search
+from models import contract, repo, search
 from models.db import make_engine, session_scope, upgrade_schema
 from models.tables import BorrowerCreate
 from tests.conftest import _binary
@@ -181,6 +181,10 @@ async def test_two_workers_starting_at_once_on_a_fresh_namespace(tmp_path: Path)
         today = local_today(datetime.now().astimezone())
         start = loan_start(today - timedelta(days=71), first_due_date=today - timedelta(days=40))
         handle = await start_loan(env.client, task_queue, start)
+        # A promise to pay: the hold's attributes are set too (unset while nothing holds).
+        promise = {"promise_id": "P-race", "amount": 1_000, "agent_id": "agent-race"}
+        promise["promised_date"] = (today + timedelta(days=3)).isoformat()
+        await handle.execute_update(contract.RECORD_PROMISE, promise)
         wanted = {key.name for key in search.ALL_KEYS}
         deadline = asyncio.get_running_loop().time() + 60
         while True:  # every attribute of models/search.py upserted (an agent took the case)

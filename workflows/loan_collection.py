@@ -31,7 +31,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.policy import Policy, PolicyError, load_policy
     from domain.schedule import TermsError
     from models import actions, contract, search
-    from models.messages import PAYMENT, RESTRUCTURING, Intake, Undecodable
+    from models.messages import DESK, PAYMENT, RESTRUCTURING, Intake, Undecodable
     from models.views import (
         case_view,
         details_markdown,
@@ -45,6 +45,7 @@ with workflow.unsafe.imports_passed_through():
         CarriedCase,
         CaseEvents,
         CaseView,
+        DeskResult,
         LoanStart,
         PaymentBooking,
         PaymentResult,
@@ -89,6 +90,9 @@ class LoanCollection:
         self.loan_recorded = carried is not None  # record_loan done (a continued run: long ago)
         self.write_retry = Backoff()  # writing down (record_loan, record_case_events) failed
         self.act_retry = Backoff()  # a planned step's activity failed
+        self.desk_written: dict[str, object] = {}  # desk records as last written, by key
+        for intake in DESK:
+            self._register(intake)
 
     # --- The story of a loan ------------------------------------------------------------
 
@@ -219,11 +223,26 @@ class LoanCollection:
             self._failed(exc, self.act_retry)
             return None
         self.act_retry.ok()
+        if action.delayed_by is not None and not outcome.deferred:
+            due = action.due_at.isoformat() if action.due_at else "earlier"
+            self._audit(
+                "step_delayed", f"{action.summary}: due {due}, moved by the {action.delayed_by}", "rule"
+            )
         return outcome
 
     async def _perform(self, action: PlannedAction, now: datetime) -> Outcome:
         case, kind = self._case, action.kind
         if kind is ActionKind.REFRESH:
+            return Outcome()
+        if action.held_by is not None:
+            # Stopped by a hold or the borrower's preferences: written down, not done.
+            self._audit(
+                "step_held", f"{action.summary}: stopped by {action.held_by}", f"rule:{action.held_by}"
+            )
+            return Outcome(delivered=False)
+        if kind in (ActionKind.DISPUTE_OVERDUE, ActionKind.HARDSHIP_REVIEW):
+            await self._file(action, now)
+            self._audit(kind.value, action.summary, f"rule:{kind.value}")
             return Outcome()
         if kind in CONTACT_KINDS:
             contact = actions.contact_request(case, action, now)
@@ -319,9 +338,12 @@ class LoanCollection:
         snapshot = projection(self._case, now)
         fingerprint = projection_fingerprint(snapshot)
         changed = fingerprint != self.synced
-        if self.bookings or self.journal or changed:
+        desk, desk_now = actions.desk_changes(self._case, self.desk_written)
+        if self.bookings or self.journal or changed or desk:
             bookings, journal = self.bookings, self.journal
-            events = CaseEvents(payments=bookings, audit=journal, projection=snapshot if changed else None)
+            events = CaseEvents(
+                payments=bookings, audit=journal, projection=snapshot if changed else None, desk=desk or None
+            )
             self.bookings, self.journal = [], []
             summary = actions.events_summary(events)
             try:
@@ -331,7 +353,7 @@ class LoanCollection:
                 self.bookings, self.journal = bookings + self.bookings, journal + self.journal
                 self._failed(exc, self.write_retry)
                 return
-            self.synced = fingerprint
+            self.synced, self.desk_written = fingerprint, desk_now
         self.write_retry.ok()
 
     def _publish(self, now: datetime) -> None:
@@ -370,6 +392,23 @@ class LoanCollection:
     @workflow.signal(name=contract.RESTRUCTURING_APPROVED)
     async def restructuring_approved(self, req: Any = None, *extra: Any) -> None:
         await self._signal(RESTRUCTURING, req, extra)
+
+    def _register(self, intake: Intake[Any, DeskResult]) -> None:
+        """The collector's desk: each message's update (with its validator) and signal
+        twin, registered from its intake spec (models/messages.py DESK) when the workflow
+        is created, before any message is delivered."""
+
+        async def update(raw: Any = None, *extra: Any) -> DeskResult:
+            return await self._update(intake, raw, extra)
+
+        def validate(raw: Any = None, *extra: Any) -> None:
+            self._validate(intake, raw, extra)
+
+        async def signal(raw: Any = None, *extra: Any) -> None:
+            await self._signal(intake, raw, extra)
+
+        workflow.set_update_handler(intake.update, update, validator=validate)
+        workflow.set_signal_handler(intake.signal, signal)
 
     @workflow.signal(dynamic=True)
     async def unknown_signal(self, name: str, args: Sequence[RawValue]) -> None:

@@ -1,0 +1,331 @@
+"""The collector's desk and borrower protections on the time-skipping server, with the
+real activities writing to a real (SQLite) database: promises kept and broken, the
+broken-promise limit, a dispute held from GRACE to DPD 40, a hardship of 30 days,
+contact preferences, and the contact log as a compliance gate."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, select
+from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from models import contract
+from models.tables import Assignment, AuditLog, ContactAttempt, CreditBureauRecord
+from models.wire import CaseView, DeskResult, PaymentIn
+from tests.conftest import running_worker
+from tests.loans import loan_start, local_today, sleep_until_local, start_loan, state
+from tests.test_workflow_ladder import seed
+from workflows.loan_collection import LoanCollection
+
+pytestmark = pytest.mark.temporal
+TZ = ZoneInfo("Asia/Shanghai")
+Handle = WorkflowHandle[LoanCollection, CaseView]
+
+
+async def desk(handle: Handle, update: str, **payload: Any) -> DeskResult:
+    return await handle.execute_update(update, payload, result_type=DeskResult)
+
+
+async def refused(handle: Handle, update: str, **payload: Any) -> str:
+    with pytest.raises(WorkflowUpdateFailedError) as exc:
+        await desk(handle, update, **payload)
+    cause = exc.value.cause
+    assert isinstance(cause, ApplicationError)
+    return cause.message
+
+
+def contacts(db: Engine, loan_id: str) -> list[ContactAttempt]:
+    with Session(db) as s:
+        return list(s.exec(select(ContactAttempt).where(ContactAttempt.loan_id == loan_id)))
+
+
+def audit(db: Engine, loan_id: str, event: str) -> list[AuditLog]:
+    with Session(db) as s:
+        rows = s.exec(select(AuditLog).where(AuditLog.loan_id == loan_id, AuditLog.event == event))
+        return list(rows)
+
+
+def local_at(day: date, hour: int, minute: int = 0) -> str:
+    return datetime.combine(day, time(hour, minute), TZ).isoformat()
+
+
+async def overdue_loan(env: WorkflowEnvironment, task_queue: str, dpd: int) -> tuple[Handle, date]:
+    """A loan disbursed yesterday, its first installment `dpd` days past due at noon."""
+    start = loan_start(local_today(await env.get_current_time()) - timedelta(days=1), term_months=6)
+    handle = await start_loan(env.client, task_queue, start)
+    due1 = (await state(handle)).installments[0].due_date
+    await sleep_until_local(env, due1 + timedelta(days=dpd))
+    return handle, due1
+
+
+async def test_a_kept_promise_holds_the_calls_and_is_kept_the_moment_it_is_paid(
+    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
+) -> None:
+    seed(wf_db)
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        handle, due1 = await overdue_loan(ts_env, task_queue, dpd=5)
+        overdue = (await state(handle)).overdue
+        made = await desk(
+            handle,
+            contract.RECORD_PROMISE,
+            promise_id="P-1",
+            amount=overdue,
+            promised_date=(due1 + timedelta(days=9)).isoformat(),
+            agent_id="agent-1",
+        )
+        assert (made.status, made.hold and made.hold.reason) == ("open", "PROMISE")
+        await sleep_until_local(ts_env, due1 + timedelta(days=8))  # past the DPD 7 call
+        held = await state(handle)
+        await handle.execute_update(
+            LoanCollection.record_payment, PaymentIn(payment_id="pay-1", amount=held.overdue)
+        )
+        after = await state(handle)
+        loan_id = after.loan_id
+
+    calls = [c for c in contacts(wf_db, loan_id) if c.kind == "voice_call"]
+    assert calls == []  # held by the promise
+    assert any(
+        "DPD 7: voice call" in a.detail and "hold:PROMISE P-1" in a.detail
+        for a in audit(wf_db, loan_id, "step_held")
+    )
+    assert held.hold is not None and held.hold.ref == "P-1"
+    assert [p.status for p in after.promises] == ["kept"]
+    assert after.hold is None and after.broken_promises == 0
+
+
+async def test_a_broken_promise_sends_its_sms_and_the_ladder_resumes_without_replaying(
+    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
+) -> None:
+    seed(wf_db)
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        handle, due1 = await overdue_loan(ts_env, task_queue, dpd=5)
+        await desk(
+            handle,
+            contract.RECORD_PROMISE,
+            promise_id="P-1",
+            amount=10_000,
+            promised_date=(due1 + timedelta(days=8)).isoformat(),
+            agent_id="agent-1",
+        )
+        await sleep_until_local(ts_env, due1 + timedelta(days=8), hour=23)
+        on_the_day = await state(handle)
+        await sleep_until_local(ts_env, due1 + timedelta(days=9), hour=12)
+        broken = await state(handle)
+        await sleep_until_local(ts_env, due1 + timedelta(days=15), hour=12)
+        later = await state(handle)
+        loan_id = later.loan_id
+
+    assert [p.status for p in on_the_day.promises] == ["open"]  # kept until its day ends
+    assert [p.status for p in broken.promises] == ["broken"] and broken.broken_promises == 1
+    sent = contacts(wf_db, loan_id)
+    sms = [c for c in sent if c.kind == "broken_promise"]
+    assert len(sms) == 1 and sms[0].status == "delivered" and sms[0].channel == "sms"
+    planned = sms[0].scheduled_at.astimezone(TZ)
+    assert (planned.date(), planned.hour) == (due1 + timedelta(days=9), 8)  # the next window opens
+    calls = sorted(c.scheduled_at.astimezone(TZ).date() for c in sent if c.kind == "voice_call")
+    assert calls == [due1 + timedelta(days=14)]  # DPD 7 held and not replayed; DPD 14 runs
+
+
+async def test_a_second_broken_promise_refuses_a_third(
+    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
+) -> None:
+    seed(wf_db)
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        handle, due1 = await overdue_loan(ts_env, task_queue, dpd=4)
+        for n, day in enumerate((5, 7), start=1):
+            await desk(
+                handle,
+                contract.RECORD_PROMISE,
+                promise_id=f"P-{n}",
+                amount=5_000,
+                promised_date=(due1 + timedelta(days=day)).isoformat(),
+                agent_id="agent-1",
+            )
+            await sleep_until_local(ts_env, due1 + timedelta(days=day + 1))
+        reason = await refused(
+            handle,
+            contract.RECORD_PROMISE,
+            promise_id="P-3",
+            amount=5_000,
+            promised_date=(due1 + timedelta(days=10)).isoformat(),
+            agent_id="agent-1",
+        )
+        s = await state(handle)
+
+    assert reason.startswith("promise_id:") and "max_broken_promises = 2" in reason
+    assert s.broken_promises == 2 and [p.promise_id for p in s.promises] == ["P-1", "P-2"]
+
+
+async def test_a_dispute_holds_from_grace_is_escalated_and_the_ladder_resumes_when_rejected(
+    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
+) -> None:
+    seed(wf_db)
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        handle, due1 = await overdue_loan(ts_env, task_queue, dpd=2)
+        opened = await desk(
+            handle, contract.OPEN_DISPUTE, dispute_id="D-1", reason="amount", opened_by="ops-1"
+        )
+        assert opened.hold is not None and opened.hold.reason == "DISPUTE" and opened.hold.until is None
+        await sleep_until_local(ts_env, due1 + timedelta(days=21))  # 19 days open
+        before_deadline = await state(handle)
+        await sleep_until_local(ts_env, due1 + timedelta(days=40))
+        held = await state(handle)
+        loan_id = held.loan_id
+        held_contacts = contacts(wf_db, loan_id)
+        with Session(wf_db) as s:
+            held_reports = list(
+                s.exec(select(CreditBureauRecord).where(CreditBureauRecord.loan_id == loan_id))
+            )
+            held_agents = list(s.exec(select(Assignment).where(Assignment.loan_id == loan_id)))
+        await desk(
+            handle, contract.RESOLVE_DISPUTE, dispute_id="D-1", outcome="rejected", resolved_by="ops-2"
+        )
+        await sleep_until_local(ts_env, due1 + timedelta(days=41))
+        resumed = await state(handle)
+        await sleep_until_local(ts_env, due1 + timedelta(days=51))
+        reported = await state(handle)
+
+    assert not before_deadline.disputes[0].escalated
+    assert held.disputes[0].escalated and held.stage == "AGENT" and held.days_past_due == 40
+    since_opening = datetime.combine(due1 + timedelta(days=2), time(12), TZ)
+    since_opened = [c for c in held_contacts if c.scheduled_at > since_opening]
+    assert [c.kind for c in since_opened if c.kind != "reminder"] == []  # no notice, SMS or call
+    assert held_reports == [] and held_agents == [] and held.assigned_agent is None
+    assert not held.credit_reported
+    escalations = audit(wf_db, loan_id, "dispute_overdue")
+    assert len(escalations) == 1
+    assert escalations[0].at.astimezone(TZ).date() == due1 + timedelta(days=22)  # 20 days after opening
+    # Resumed like a loan onboarded at DPD 40: the agent and the credit notice, no replay.
+    assert resumed.assigned_agent == "agent-1" and resumed.hold is None
+    notices = [c for c in contacts(wf_db, loan_id) if c.kind == "credit_notice"]
+    assert len(notices) == 1 and notices[0].status == "delivered"
+    after_opening = [c for c in contacts(wf_db, loan_id) if c.scheduled_at > since_opening]
+    assert not [c for c in after_opening if c.kind in ("overdue_sms", "voice_call")]
+    assert not resumed.credit_reported and reported.credit_reported  # 10 days after the notice
+
+
+async def test_a_hardship_of_30_days_stops_contact_and_penalty_then_both_resume(
+    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
+) -> None:
+    seed(wf_db)
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        handle, due1 = await overdue_loan(ts_env, task_queue, dpd=5)
+        first = due1 + timedelta(days=5)
+        started = await desk(
+            handle,
+            contract.START_HARDSHIP,
+            hardship_id="H-1",
+            reason="job_loss",
+            until=(first + timedelta(days=29)).isoformat(),
+            approved_by="supervisor-1",
+            approval_ref="HR-2026-7",
+        )
+        at_start = await state(handle)
+        sent_before = len(contacts(wf_db, at_start.loan_id))
+        await sleep_until_local(ts_env, first + timedelta(days=29), hour=22)
+        at_end = await state(handle)
+        sent_during = len(contacts(wf_db, at_start.loan_id)) - sent_before
+        await sleep_until_local(ts_env, first + timedelta(days=36))
+        after = await state(handle)
+        loan_id = after.loan_id
+
+    assert started.hold is not None and started.hold.reason == "HARDSHIP"
+    assert sent_during == 0  # no contact of any kind, reminders included
+    assert at_end.outstanding.penalty == at_start.outstanding.penalty  # frozen
+    assert after.outstanding.penalty > at_end.outstanding.penalty  # accrues again
+    assert [h.status for h in after.hardships] == ["ended"] and after.hold is None
+    # Collection again after it: the agent the hardship held at DPD 31 (the entry step of
+    # the stage the loan is now in), and no held step replayed.
+    assert at_end.assigned_agent is None and after.assigned_agent == "agent-1"
+    assert len(audit(wf_db, loan_id, "hardship_review")) == 1
+    assert audit(wf_db, loan_id, "step_held")  # each stopped step written down
+
+
+async def test_without_voice_calls_fall_back_to_sms(
+    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
+) -> None:
+    seed(wf_db)
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        handle, due1 = await overdue_loan(ts_env, task_queue, dpd=4)
+        answer = await desk(
+            handle,
+            contract.SET_CONTACT_PREFERENCES,
+            preference_id="pref-1",
+            channels=["sms", "email"],
+            set_by="agent-1",
+        )
+        await sleep_until_local(ts_env, due1 + timedelta(days=8))
+        loan_id = (await state(handle)).loan_id
+
+    assert answer.contact_channels == ["sms", "letter", "email"]
+    calls = [c for c in contacts(wf_db, loan_id) if c.kind == "voice_call"]
+    assert [(c.channel, c.status) for c in calls] == [("sms", "delivered")]
+
+
+async def test_the_contact_log_is_a_compliance_gate(
+    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
+) -> None:
+    seed(wf_db)
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        handle, due1 = await overdue_loan(ts_env, task_queue, dpd=32)
+        today = due1 + timedelta(days=32)
+        at_night = await refused(
+            handle,
+            contract.LOG_CONTACT,
+            contact_id="C-1",
+            agent_ids=["agent-1"],
+            channel="voice",
+            result="reached",
+            at=local_at(today - timedelta(days=1), 23),
+        )
+        alone = await refused(
+            handle,
+            contract.LOG_CONTACT,
+            contact_id="C-2",
+            agent_ids=["agent-1"],
+            channel="field_visit",
+            result="reached",
+            at=local_at(today, 10),
+        )
+        for n in range(3):  # three connected calls: the daily cap
+            logged = await desk(
+                handle,
+                contract.LOG_CONTACT,
+                contact_id=f"C-ok-{n}",
+                agent_ids=["agent-1"],
+                channel="voice",
+                result="reached",
+                reason="job_loss",
+                at=local_at(today, 9, n),
+            )
+            assert logged.status == "logged"
+        over_cap = await refused(
+            handle,
+            contract.LOG_CONTACT,
+            contact_id="C-4",
+            agent_ids=["agent-1"],
+            channel="voice",
+            result="reached",
+            at=local_at(today, 11),
+        )
+        again = await desk(
+            handle,
+            contract.LOG_CONTACT,
+            contact_id="C-ok-0",
+            agent_ids=["agent-1"],
+            channel="voice",
+            result="reached",
+            at=local_at(today, 9),
+        )
+
+    assert at_night.startswith("at:") and "outside the contact window" in at_night
+    assert alone.startswith("agent_ids:") and "at least two collectors" in alone
+    assert over_cap.startswith("at:") and "call caps" in over_cap
+    assert again.duplicate
