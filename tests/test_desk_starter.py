@@ -56,6 +56,12 @@ async def test_promise(cli: Cli) -> None:
     await started(cli, loan, stage="EARLY")
     argv = ["promise", loan_id, "--id", "PR-1", "--amount", "1,000", "--date", day(3), "--agent", "agent-a"]
 
+    # Refused by the workflow, naming the field: above the payoff, too far ahead.
+    code, _, err = await cli(*argv[:3], "PR-2", "--amount", "99,999,999", *argv[6:])
+    assert code == 1 and err.startswith(refused(loan_id, "amount")) and err.count("\n") == 1, err
+    code, _, err = await cli(*argv[:3], "PR-3", "--amount", "10", "--date", day(60), *argv[8:])
+    assert code == 1 and err.startswith(refused(loan_id, "promised_date")), err
+
     code, out, err = await cli(*argv)
     assert (code, err) == (0, ""), err
     assert out.startswith(f"promise PR-1 recorded on loan {loan_id} (1,000.00 CNY by {day(3)}): status open")
@@ -71,11 +77,8 @@ async def test_promise(cli: Cli) -> None:
     )
     assert answer["hold"] == {"reason": "PROMISE", "until": day(3), "ref": "PR-1"}
 
-    # Refused by the workflow, naming the field: above the payoff, too far ahead.
-    code, _, err = await cli(*argv[:3], "PR-2", "--amount", "99,999,999", *argv[6:])
-    assert code == 1 and err.startswith(refused(loan_id, "amount")) and err.count("\n") == 1, err
-    code, _, err = await cli(*argv[:3], "PR-3", "--amount", "10", "--date", day(60), *argv[8:])
-    assert code == 1 and err.startswith(refused(loan_id, "promised_date")), err
+    code, _, err = await cli(*argv[:3], "PR-4", *argv[4:])
+    assert code == 1 and err.startswith(refused(loan_id, "promise_id")) and "one open promise" in err, err
 
     state = await cli.state(loan_id)
     assert [p["promise_id"] for p in state["promises"]] == ["PR-1"]
@@ -255,7 +258,7 @@ async def test_log_contact(cli: Cli) -> None:
     )
     assert code == 1 and err.startswith(refused(loan_id, "at")), err
 
-    code, out, _ = await cli(
+    code, out, err = await cli(
         *base,
         "--agent",
         "agent-b",
@@ -265,9 +268,12 @@ async def test_log_contact(cli: Cli) -> None:
         "field_visit",
         "--result",
         "refused",
+        "--at",
+        night.replace(hour=10).isoformat(),  # inside the window (the test may run at night)
         "--json",
     )
-    assert code == 0 and json.loads(out)["kind"] == "contact" and json.loads(out)["id"] == "C-4"
+    assert code == 0, err
+    assert json.loads(out)["kind"] == "contact" and json.loads(out)["id"] == "C-4"
     code, out, _ = await cli(*base, "--id", "C-5", "--channel", "inbound", "--result", "reached", "--async")
     assert code == 0 and "(signal contact_logged)" in out
 
