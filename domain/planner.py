@@ -441,8 +441,11 @@ def _desk(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
     if case.closed:
         return []
     actions = []
+    episode = case.episode.number if case.episode is not None else None
     for p in case.promises:
-        if p.status is PromiseStatus.BROKEN and not p.notified:
+        # Only while its episode lasts: a loan cured before the SMS went out is not told
+        # that its payment has not arrived.
+        if p.status is PromiseStatus.BROKEN and not p.notified and p.episode == episode:
             assert p.settled_at is not None
             gate = _gate(case, policy, ActionKind.BROKEN_PROMISE, max(p.settled_at, now))
             actions.append(

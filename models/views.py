@@ -70,9 +70,11 @@ def installments_of(case: Case, now: datetime) -> list[InstallmentView]:
 
 def upcoming(case: Case, now: datetime) -> PlannedAction | None:
     """The next step of the case. The nightly housekeeping (the midnight refresh, the
-    check of who holds the case) is not a step a collector waits for."""
+    check of who holds the case) is not a step a collector waits for, nor is a step a
+    hold or the borrower's preferences will stop (the `hold` says why)."""
     case = reconcile(case, now)
-    return next((a for a in plan(case, case.policy, now) if not is_housekeeping(a)), None)
+    steps = plan(case, case.policy, now)
+    return next((a for a in steps if not is_housekeeping(a) and a.held_by is None), None)
 
 
 def query_time(last_task_time: datetime) -> datetime:

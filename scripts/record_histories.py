@@ -181,6 +181,66 @@ async def signals_rejected(env: WorkflowEnvironment, tq: str) -> Handle:
     return handle
 
 
+async def collectors_desk(env: WorkflowEnvironment, tq: str) -> Handle:
+    """Every desk message on one loan: a promise kept, a promise broken (its SMS), a
+    dispute escalated then rejected, contact preferences, logged calls (one refused), a
+    hardship run to its end (its review), invalid desk signals, then the payoff."""
+    today = local_today(await env.get_current_time())
+    start = loan_start(today - timedelta(days=33), first_due_date=today - timedelta(days=2), term_months=3)
+    handle = await start_loan(env.client, tq, start)
+    raw = env.client.get_workflow_handle(handle.id)
+    await env.sleep(timedelta(hours=1))
+    s = await state(handle)
+    day = local_today(await env.get_current_time())
+    await raw.execute_update(
+        "record_promise",
+        {
+            "promise_id": "P-1",
+            "amount": 5_000,
+            "promised_date": (day + timedelta(days=2)).isoformat(),
+            "agent_id": "a",
+        },
+    )
+    await handle.execute_update(LoanCollection.record_payment, PaymentIn(payment_id="p-1", amount=5_000))
+    await raw.signal(
+        "promise_made",
+        {
+            "promise_id": "P-2",
+            "amount": 5_000,
+            "promised_date": (day + timedelta(days=1)).isoformat(),
+            "agent_id": "a",
+        },
+    )
+    await raw.signal("promise_made", {"promise_id": "P-bad", "amount": 0})
+    await sleep_until_local(env, day + timedelta(days=3))  # P-2 broken, its SMS sent
+    await raw.execute_update("open_dispute", {"dispute_id": "D-1", "reason": "amount", "opened_by": "ops"})
+    await raw.execute_update(
+        "set_contact_preferences", {"preference_id": "PF-1", "channels": ["sms", "email"], "set_by": "a"}
+    )
+    await sleep_until_local(env, day + timedelta(days=24))  # escalated after 20 days
+    await raw.signal("dispute_resolved", {"dispute_id": "D-1", "outcome": "rejected", "resolved_by": "ops"})
+    noon = (await env.get_current_time()).isoformat()
+    await raw.execute_update(
+        "log_contact",
+        {"contact_id": "C-1", "agent_ids": ["a"], "channel": "voice", "result": "reached", "at": noon},
+    )
+    await raw.signal(
+        "contact_logged",
+        {"contact_id": "C-2", "agent_ids": ["a"], "channel": "field_visit", "result": "reached", "at": noon},
+    )
+    until = (day + timedelta(days=30)).isoformat()
+    await raw.execute_update(
+        "start_hardship",
+        {"hardship_id": "H-1", "reason": "illness", "until": until, "approved_by": "s", "approval_ref": "HR"},
+    )
+    await sleep_until_local(env, day + timedelta(days=33))  # the hardship ended: reviewed
+    s = await state(handle)
+    assert [h.status for h in s.hardships] == ["ended"] and s.disputes[0].escalated, s
+    await _pay_total(handle, "all")
+    await handle.result()
+    return handle
+
+
 async def continued_as_new(env: WorkflowEnvironment, tq: str) -> Handle:
     """The run after a continue-as-new (its input is the carried case), not the long first
     run: a charged-off loan wakes each midnight until the server suggests continuing."""
@@ -215,6 +275,7 @@ SCENARIOS: dict[str, Scenario] = {
         late_legal_to_charge_off,
         signals_rejected,
         continued_as_new,
+        collectors_desk,
     )
 }
 

@@ -488,3 +488,28 @@ def test_outcomes_of_stopped_steps_are_never_replayed() -> None:
     case = record_outcome(case, action, Outcome(delivered=False), dpd(7, 10))
     again = next_action(case, case.policy, dpd(7, 10))
     assert again is not None and again.step_id != action.step_id
+
+
+def test_a_loan_cured_before_the_broken_promise_sms_is_not_sent_it() -> None:
+    now = dpd(5, 12)
+    case = promise(at(make_case(), now), now, by=1)  # broken at DPD 7 00:00
+    morning = dpd(7, 7)
+    case = reconcile(case, morning)
+    assert case.promises[0].status is PromiseStatus.BROKEN
+    cured = take_payment(
+        case, payment_id="cure", amount=overdue_amount(case, day(7)), currency=None, paid_at=None, now=morning
+    ).case
+    _, log = run(cured, morning, dpd(40, 12))
+    assert not [e for e in log if e.action.kind is K.BROKEN_PROMISE]
+
+
+def test_the_state_shows_the_next_step_that_will_really_happen() -> None:
+    from models.views import case_view
+
+    now = dpd(6, 12)
+    case = dispute(at(make_case(), now), now)
+    view = case_view(case, now)
+    assert view.hold is not None and view.hold.reason is HoldReason.DISPUTE
+    # The DPD 7 call and DPD 14 call will be stopped: the next step that runs is a
+    # reminder of the next due date (disputes let those go out).
+    assert view.next_action is not None and view.next_action.kind is K.REMINDER
