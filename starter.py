@@ -1,9 +1,13 @@
-"""The operator CLI: disburse loans, take payments, grant restructurings, look at cases.
+"""The operator CLI: disburse loans, take payments, grant restructurings, look at cases,
+and the collector's desk (promises, disputes, hardship, contact preferences, logged
+contacts, an agent's worklist).
 
     python starter.py --help
     python starter.py disburse loans.jsonl
     python starter.py pay L-1001 1234.56 --payment-id PAY-1
     python starter.py status L-1001 [--json]
+    python starter.py promise L-1001 --id PR-1 --amount 500 --date 2025-03-05 --agent agent-wang
+    python starter.py worklist --agent agent-wang
 
 One function per command below, its options beside it, its help in its docstring. The
 commands talk to Temporal through the client library (`client/`), which every door
@@ -24,7 +28,7 @@ import re
 import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -39,18 +43,50 @@ from rich.table import Table
 
 from client import connect
 from client.errors import EXIT_BAD_INPUT, EXIT_OK, EXIT_REFUSED, ClientError, bad_input
-from client.loans import LoanHealth, StartOutcome
+from client.loans import DESK_MESSAGES, DeskIn, LoanHealth, StartOutcome
 from client.queries import build_list_query
 from client.starts import StartRecord, parse_start_records
-from domain.enums import CollectionStage, RestructuringKind
+from client.worklist import hold_text, next_text
+from domain.enums import (
+    Channel,
+    CollectionStage,
+    ContactResult,
+    DisputeOutcome,
+    DisputeReason,
+    DisputeStatus,
+    HardshipReason,
+    HardshipStatus,
+    LoggedChannel,
+    OverdueReason,
+    PromiseStatus,
+    RestructuringKind,
+)
 from domain.money import CURRENCY_EXPONENT, MoneyError, format_amount, parse_amount
-from models.contract import PAYMENT_RECEIVED, RESTRUCTURING_APPROVED
+from models.contract import (
+    CONTACT_LOGGED,
+    CONTACT_PREFERENCES_SET,
+    DISPUTE_OPENED,
+    DISPUTE_RESOLVED,
+    HARDSHIP_APPROVED,
+    HARDSHIP_ENDED,
+    PAYMENT_RECEIVED,
+    PROMISE_MADE,
+    RESTRUCTURING_APPROVED,
+)
 from models.wire import (
     CaseView,
+    ContactLogIn,
+    DeskResult,
+    DisputeOpenIn,
+    DisputeResolveIn,
+    HardshipEndIn,
+    HardshipStartIn,
     InstallmentView,
     Outstanding,
     PaymentIn,
     PaymentResult,
+    PreferencesIn,
+    PromiseIn,
     RestructuringIn,
     ScheduleSummary,
 )
@@ -77,8 +113,17 @@ agents_app = typer.Typer(
 borrowers_app = typer.Typer(
     help="Borrowers' contact details in the lender's database (DATABASE_URL), never in workflow history."
 )
+dispute_app = typer.Typer(
+    help="Disputes (异议): the borrower contests the debt. While one is open no collection contact, "
+    "credit report or escalation runs."
+)
+hardship_app = typer.Typer(
+    help="Hardship relief (困难帮扶): contacts and escalation hold until a date, and penalty does not accrue."
+)
 app.add_typer(agents_app, name="agents")
 app.add_typer(borrowers_app, name="borrowers")
+app.add_typer(dispute_app, name="dispute")
+app.add_typer(hardship_app, name="hardship")
 
 
 # --- output -----------------------------------------------------------------------------
@@ -192,8 +237,57 @@ def format_case_head(view: CaseView, currency: str, health: LoanHealth | None = 
             f"  payoff today     {_money(o.total, currency)} {currency}",
             f"  contacts sent    {view.contacts_sent} · credit reported {yn[view.credit_reported]} · "
             f"legal referred {yn[view.legal_referred]}",
+            *protection_lines(view, currency),
         ]
     )
+
+
+def protection_lines(view: CaseView, currency: str) -> list[str]:
+    """The case's borrower protections, each line only when there is something to show:
+    the hold, open promises, open disputes, active hardships, the channels the borrower
+    accepts (when not all), broken promises this episode."""
+    lines = []
+    if view.hold is not None:
+        lines.append(f"  hold             {hold_text(view.hold)}")
+    promises = [p for p in view.promises if p.status is PromiseStatus.OPEN]
+    if promises:
+        text = "; ".join(
+            f"{p.promise_id} {_money(p.amount, currency)} {currency} by {p.promised_date.isoformat()}"
+            for p in promises
+        )
+        lines.append(f"  open promise     {text}")
+    disputes = [d for d in view.disputes if d.status is DisputeStatus.OPEN]
+    if disputes:
+        text = "; ".join(
+            f"{d.dispute_id} ({d.reason.value})"
+            + (" escalated: past its response deadline" if d.escalated else "")
+            for d in disputes
+        )
+        lines.append(f"  open disputes    {text}")
+    hardships = [h for h in view.hardships if h.status is HardshipStatus.ACTIVE]
+    if hardships:
+        text = "; ".join(f"{h.hardship_id} until {h.until.isoformat()}" for h in hardships)
+        lines.append(f"  hardship         {text}")
+    if view.contact_channels and set(view.contact_channels) != set(Channel):
+        lines.append(f"  contact only by  {', '.join(c.value for c in view.contact_channels)}")
+    if view.broken_promises:
+        lines.append(f"  broken promises  {view.broken_promises} this episode")
+    return lines
+
+
+def format_desk_result(loan_id: str, r: DeskResult, done: str, detail: str = "") -> str:
+    """One line for a desk update's answer: what was done (or that it already was: a
+    duplicate changes nothing), its status, and the case's protections now."""
+    if r.duplicate:
+        head = f"{r.kind} {r.id} was already {done} on loan {loan_id}: nothing changed"
+    else:
+        head = f"{r.kind} {r.id} {done} on loan {loan_id}" + (f" ({detail})" if detail else "")
+    parts = [f"status {r.status}", f"hold {hold_text(r.hold)}"]
+    if r.broken_promises:
+        parts.append(f"{r.broken_promises} broken promise{'s' if r.broken_promises > 1 else ''} this episode")
+    if r.kind == "preferences" or (r.contact_channels and set(r.contact_channels) != set(Channel)):
+        parts.append(f"contact only by {', '.join(c.value for c in r.contact_channels)}")
+    return f"{head}: " + " · ".join(parts)
 
 
 # --- reading options --------------------------------------------------------------------
@@ -212,17 +306,50 @@ def read_start_file(path: str) -> list[StartRecord]:
 
 
 def parse_paid_at(text: str | None) -> datetime | None:
+    return instant_arg(text, "--paid-at")
+
+
+def instant_arg(text: str | None, option: str) -> datetime | None:
+    """An ISO 8601 time with its UTC offset (None stays None), or bad input naming the option."""
     if text is None:
         return None
     try:
         value = datetime.fromisoformat(text)
     except ValueError:
         raise bad_input(
-            f"--paid-at: {text!r} is not an ISO 8601 time like 2025-03-01T10:30:00+08:00"
+            f"{option}: {text!r} is not an ISO 8601 time like 2025-03-01T10:30:00+08:00"
         ) from None
     if value.tzinfo is None:
-        raise bad_input(f"--paid-at: {text!r} needs a UTC offset, e.g. {text}+08:00")
+        raise bad_input(f"{option}: {text!r} needs a UTC offset, e.g. {text}+08:00")
     return value
+
+
+def date_arg(text: str, option: str) -> date:
+    """A calendar date YYYY-MM-DD (the borrower's local date), or bad input naming the option."""
+    try:
+        return date.fromisoformat(text.strip())
+    except ValueError:
+        raise bad_input(f"{option}: {text!r} is not a date like 2025-03-05 (YYYY-MM-DD)") from None
+
+
+def channels_arg(text: str, option: str = "--channels") -> list[Channel]:
+    """'sms,email' -> the channels, in the order given, each once; anything else is bad
+    input naming the option and the channels there are."""
+    known = ", ".join(c.value for c in Channel)
+    names = [part.strip().lower() for part in text.split(",")]
+    if not any(names):
+        raise bad_input(f"{option}: give at least one channel, comma-separated (of {known})")
+    channels: list[Channel] = []
+    for name in names:
+        if not name:
+            raise bad_input(f"{option}: {text!r} has an empty channel: write e.g. sms,email")
+        try:
+            channel = Channel(name)
+        except ValueError:
+            raise bad_input(f"{option}: {name!r} is not a channel (one of {known})") from None
+        if channel not in channels:
+            channels.append(channel)
+    return channels
 
 
 def amount_arg(text: str, currency: str, option: str) -> int:
@@ -326,6 +453,14 @@ Wait = Annotated[
     float, typer.Option(metavar="SECONDS", help="give up waiting for the workflow's answer after this long")
 ]
 LoanId = Annotated[str, typer.Argument(metavar="LOAN_ID", show_default=False)]
+AsJson = Annotated[
+    bool, typer.Option("--json", help="print the workflow's answer as JSON (--async: what was sent)")
+]
+
+
+def async_option(signal: str) -> Any:
+    """The `--async` option of a command whose update has the signal twin `signal`."""
+    return typer.Option("--async", help=f"fire and forget: send signal {signal} instead of the update")
 
 
 class Language(StrEnum):
@@ -694,6 +829,411 @@ async def list_loans(
     out.print(t)
     more = " (limit reached: --limit N for more)" if len(rows) >= limit else ""
     out.print(f"\n{len(rows)} loan(s){more} · query: {query}")
+    return EXIT_OK
+
+
+# --- the collector's desk (DESIGN.md contract part 2) -----------------------------------
+
+
+async def send_desk(
+    ctx: typer.Context,
+    loan_id: str,
+    message: DeskIn,
+    *,
+    what: str,
+    done: str,
+    detail: str = "",
+    async_: bool,
+    as_json: bool,
+    wait: float,
+) -> int:
+    """Send a desk message (its update, or with --async its signal twin) and print one
+    line: what was done, or that it was already (a duplicate id changes nothing). A
+    refusal by the workflow is a ClientError (exit 1) naming the field."""
+    client = await connect(_settings(ctx))
+    result = await client.desk(loan_id, message, fire_and_forget=async_, wait=wait)
+    signal = DESK_MESSAGES[type(message)][1]
+    if result is None:
+        if as_json:
+            print(json.dumps({"loan_id": loan_id, "signal": signal, "sent": message.model_dump(mode="json")}))
+        else:
+            print(
+                f"{what} sent to loan {loan_id} (signal {signal}); check: python starter.py status {loan_id}"
+            )
+        return EXIT_OK
+    if as_json:
+        print(result.model_dump_json(indent=2))
+    else:
+        print(format_desk_result(loan_id, result, done, detail))
+    return EXIT_OK
+
+
+PROMISE_OPTIONS = {
+    "promise_id": "--id",
+    "amount": "--amount",
+    "promised_date": "--date",
+    "agent_id": "--agent",
+}
+
+
+@app.command(
+    epilog="Example: python starter.py promise DEMO-027 --id PR-2025-0001 --amount 1,000 "
+    "--date 2025-03-05 --agent agent-wang"
+)
+async def promise(
+    ctx: typer.Context,
+    loan_id: LoanId,
+    promise_id: Annotated[str, typer.Option("--id", metavar="ID", help="the promise's unique id")],
+    amount: Annotated[
+        str, typer.Option(metavar="AMOUNT", help="how much the borrower promised, e.g. 1,000.00")
+    ],
+    promised_date: Annotated[
+        str, typer.Option("--date", metavar="YYYY-MM-DD", help="by when (the borrower's local date)")
+    ],
+    agent: Annotated[str, typer.Option(metavar="AGENT_ID", help="the collector who took the promise")],
+    made_at: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ISO", help="when it was made, ISO 8601 with offset, if entered later (default: now)"
+        ),
+    ] = None,
+    async_: Annotated[bool, async_option(PROMISE_MADE)] = False,
+    as_json: AsJson = False,
+    currency: Currency = "CNY",
+    wait: Wait = 60.0,
+) -> int:
+    """Record a promise to pay (承诺还款): update record_promise (--async: signal promise_made).
+
+    While the promise is open the ladder holds (no overdue SMS, calls, letters, visits or
+    escalation); it is kept once the payments since reach AMOUNT, and broken at the local
+    midnight after --date otherwise. Only while something is overdue, one open promise at
+    a time; the same --id is never recorded twice.
+    """
+    value = amount_arg(amount, currency, "--amount")
+    day = date_arg(promised_date, "--date")
+    when = instant_arg(made_at, "--made-at")
+    with wire_input("promise", PROMISE_OPTIONS):
+        msg = PromiseIn(promise_id=promise_id, amount=value, promised_date=day, agent_id=agent, made_at=when)
+    detail = f"{_money(msg.amount, currency)} {currency} by {msg.promised_date.isoformat()}"
+    return await send_desk(
+        ctx,
+        loan_id,
+        msg,
+        what=f"promise {msg.promise_id} ({detail})",
+        done="recorded",
+        detail=detail,
+        async_=async_,
+        as_json=as_json,
+        wait=wait,
+    )
+
+
+DISPUTE_OPTIONS = {"dispute_id": "--id", "opened_by": "--by", "resolved_by": "--by"}
+
+
+@dispute_app.command(
+    "open", epilog="Example: python starter.py dispute open DEMO-014 --id DSP-1 --reason amount --by agent-li"
+)
+async def dispute_open(
+    ctx: typer.Context,
+    loan_id: LoanId,
+    dispute_id: Annotated[str, typer.Option("--id", metavar="ID", help="the dispute's unique id")],
+    reason: Annotated[DisputeReason, typer.Option(help="what the borrower contests", show_default=False)],
+    by: Annotated[str, typer.Option(metavar="WHO", help="who took the dispute in")],
+    opened_at: Annotated[
+        str | None,
+        typer.Option(
+            metavar="ISO", help="when it was received, ISO 8601 with offset, if entered later (default: now)"
+        ),
+    ] = None,
+    async_: Annotated[bool, async_option(DISPUTE_OPENED)] = False,
+    as_json: AsJson = False,
+    wait: Wait = 60.0,
+) -> int:
+    """Open a dispute (异议): update open_dispute (--async: signal dispute_opened).
+
+    While it is open no collection contact, credit report or escalation runs; reminders
+    of future due dates still go out. Still open after the policy's response days, it is
+    escalated once and stays open.
+    """
+    when = instant_arg(opened_at, "--opened-at")
+    with wire_input("dispute", DISPUTE_OPTIONS):
+        msg = DisputeOpenIn(dispute_id=dispute_id, reason=reason, opened_by=by, opened_at=when)
+    return await send_desk(
+        ctx,
+        loan_id,
+        msg,
+        what=f"dispute {msg.dispute_id}",
+        done="opened",
+        detail=f"reason {msg.reason.value}",
+        async_=async_,
+        as_json=as_json,
+        wait=wait,
+    )
+
+
+@dispute_app.command(
+    "resolve",
+    epilog="Example: python starter.py dispute resolve DEMO-014 --id DSP-1 --outcome rejected "
+    "--by supervisor.li",
+)
+async def dispute_resolve(
+    ctx: typer.Context,
+    loan_id: LoanId,
+    dispute_id: Annotated[str, typer.Option("--id", metavar="ID", help="the open dispute's id")],
+    outcome: Annotated[
+        DisputeOutcome, typer.Option(help="upheld (the borrower is right) or rejected", show_default=False)
+    ],
+    by: Annotated[str, typer.Option(metavar="WHO", help="who resolved it")],
+    async_: Annotated[bool, async_option(DISPUTE_RESOLVED)] = False,
+    as_json: AsJson = False,
+    wait: Wait = 60.0,
+) -> int:
+    """Resolve a dispute: update resolve_dispute (--async: signal dispute_resolved).
+
+    The ladder resumes from today's days past due, never replaying held steps. An upheld
+    dispute is normally followed by a waiver (restructure ... waiver).
+    """
+    with wire_input("dispute", DISPUTE_OPTIONS):
+        msg = DisputeResolveIn(dispute_id=dispute_id, outcome=outcome, resolved_by=by)
+    return await send_desk(
+        ctx,
+        loan_id,
+        msg,
+        what=f"dispute {msg.dispute_id} ({msg.outcome.value})",
+        done="resolved",
+        detail=msg.outcome.value,
+        async_=async_,
+        as_json=as_json,
+        wait=wait,
+    )
+
+
+HARDSHIP_OPTIONS = {"hardship_id": "--id", "ended_by": "--by"}
+
+
+@hardship_app.command(
+    "start",
+    epilog="Example: python starter.py hardship start DEMO-033 --id HS-1 --reason job_loss "
+    "--until 2025-05-31 --approved-by supervisor.li --approval-ref APR-0101",
+)
+async def hardship_start(
+    ctx: typer.Context,
+    loan_id: LoanId,
+    hardship_id: Annotated[str, typer.Option("--id", metavar="ID", help="the relief's unique id")],
+    reason: Annotated[HardshipReason, typer.Option(help="why the borrower cannot pay", show_default=False)],
+    until: Annotated[
+        str, typer.Option(metavar="YYYY-MM-DD", help="the last day of the relief (the borrower's local date)")
+    ],
+    approved_by: Annotated[str, typer.Option(help="who approved it")],
+    approval_ref: Annotated[str, typer.Option(help="the approval's reference (ticket, memo)")],
+    async_: Annotated[bool, async_option(HARDSHIP_APPROVED)] = False,
+    as_json: AsJson = False,
+    wait: Wait = 60.0,
+) -> int:
+    """Approve hardship relief (困难帮扶): update start_hardship (--async: signal hardship_approved).
+
+    Contacts and escalation hold through --until, and penalty does not accrue on those
+    days. When it ends, the case goes to its agent (or the queue) for review.
+    """
+    day = date_arg(until, "--until")
+    with wire_input("hardship", HARDSHIP_OPTIONS):
+        msg = HardshipStartIn(
+            hardship_id=hardship_id,
+            reason=reason,
+            until=day,
+            approved_by=approved_by,
+            approval_ref=approval_ref,
+        )
+    return await send_desk(
+        ctx,
+        loan_id,
+        msg,
+        what=f"hardship {msg.hardship_id} (until {msg.until.isoformat()})",
+        done="started",
+        detail=f"{msg.reason.value}, until {msg.until.isoformat()}",
+        async_=async_,
+        as_json=as_json,
+        wait=wait,
+    )
+
+
+@hardship_app.command(
+    "end", epilog="Example: python starter.py hardship end DEMO-033 --id HS-1 --by supervisor.li"
+)
+async def hardship_end(
+    ctx: typer.Context,
+    loan_id: LoanId,
+    hardship_id: Annotated[str, typer.Option("--id", metavar="ID", help="the active relief's id")],
+    by: Annotated[str, typer.Option(metavar="WHO", help="who ended it")],
+    async_: Annotated[bool, async_option(HARDSHIP_ENDED)] = False,
+    as_json: AsJson = False,
+    wait: Wait = 60.0,
+) -> int:
+    """End hardship relief early: update end_hardship (--async: signal hardship_ended)."""
+    with wire_input("hardship", HARDSHIP_OPTIONS):
+        msg = HardshipEndIn(hardship_id=hardship_id, ended_by=by)
+    return await send_desk(
+        ctx,
+        loan_id,
+        msg,
+        what=f"hardship end {msg.hardship_id}",
+        done="ended",
+        async_=async_,
+        as_json=as_json,
+        wait=wait,
+    )
+
+
+@app.command(
+    epilog="Example: python starter.py preferences DEMO-012 --id PREF-1 --channels sms,email --by agent-li"
+)
+async def preferences(
+    ctx: typer.Context,
+    loan_id: LoanId,
+    preference_id: Annotated[str, typer.Option("--id", metavar="ID", help="this change's unique id")],
+    channels: Annotated[
+        str,
+        typer.Option(
+            metavar="LIST",
+            help="the channels the borrower accepts, comma-separated "
+            f"({', '.join(c.value for c in Channel)}); a letter is always allowed",
+        ),
+    ],
+    by: Annotated[str, typer.Option(metavar="WHO", help="who recorded the borrower's wish")],
+    async_: Annotated[bool, async_option(CONTACT_PREFERENCES_SET)] = False,
+    as_json: AsJson = False,
+    wait: Wait = 60.0,
+) -> int:
+    """Set the channels a borrower accepts: update set_contact_preferences (--async:
+    signal contact_preferences_set).
+
+    Later contacts use only these channels: a step on another one falls back (voice ->
+    SMS -> email -> letter) or is suppressed and logged.
+    """
+    chosen = channels_arg(channels)
+    with wire_input("preferences", {"preference_id": "--id", "set_by": "--by"}):
+        msg = PreferencesIn(preference_id=preference_id, channels=chosen, set_by=by)
+    return await send_desk(
+        ctx,
+        loan_id,
+        msg,
+        what=f"preferences {msg.preference_id} ({', '.join(c.value for c in msg.channels)})",
+        done="set",
+        async_=async_,
+        as_json=as_json,
+        wait=wait,
+    )
+
+
+@app.command(
+    "log-contact",
+    epilog="Example: python starter.py log-contact DEMO-033 --id CALL-1 --agent agent-wang --channel voice "
+    "--result reached --reason job_loss",
+)
+async def log_contact(
+    ctx: typer.Context,
+    loan_id: LoanId,
+    contact_id: Annotated[str, typer.Option("--id", metavar="ID", help="the contact's unique id")],
+    agents: Annotated[
+        list[str],
+        typer.Option(
+            "--agent",
+            metavar="AGENT_ID",
+            help="a collector on the call or visit (repeat: a field visit needs two)",
+        ),
+    ],
+    channel: Annotated[LoggedChannel, typer.Option(help="how", show_default=False)],
+    result: Annotated[ContactResult, typer.Option(help="what came of it", show_default=False)],
+    reason: Annotated[
+        OverdueReason | None,
+        typer.Option(help="why the loan is overdue, as the borrower said", show_default=False),
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option(metavar="ISO", help="when, ISO 8601 with offset (default: now)")
+    ] = None,
+    async_: Annotated[bool, async_option(CONTACT_LOGGED)] = False,
+    as_json: AsJson = False,
+    wait: Wait = 60.0,
+) -> int:
+    """Log a collector's call or visit: update log_contact (--async: signal contact_logged).
+
+    The workflow is the compliance gate for people too: an outbound voice call outside
+    the contact window or over the call caps is refused; the call counts toward the caps.
+    """
+    when = instant_arg(at, "--at") or datetime.now(UTC)
+    with wire_input("contact", {"contact_id": "--id", "agent_ids": "--agent"}):
+        msg = ContactLogIn(
+            contact_id=contact_id, agent_ids=agents, channel=channel, result=result, reason=reason, at=when
+        )
+    return await send_desk(
+        ctx,
+        loan_id,
+        msg,
+        what=f"contact {msg.contact_id} ({msg.channel.value}, {msg.result.value})",
+        done="logged",
+        detail=f"{msg.channel.value}, {msg.result.value}",
+        async_=async_,
+        as_json=as_json,
+        wait=wait,
+    )
+
+
+@app.command(epilog="Example: python starter.py worklist --agent agent-wang")
+async def worklist(
+    ctx: typer.Context,
+    agent: Annotated[str, typer.Option(metavar="AGENT_ID", help="the collector whose cases to list")],
+    as_json: Annotated[
+        bool, typer.Option("--json", help="print the rows as JSON (amounts in minor units)")
+    ] = False,
+    limit: Annotated[int, typer.Option(metavar="N", help="at most N cases")] = 500,
+    concurrency: Annotated[int, typer.Option(metavar="N", help="state queries in flight")] = 8,
+    currency: Currency = "CNY",
+    wait: Wait = 30.0,
+) -> int:
+    """An agent's open cases in the order to work them, with what is next for each.
+
+    First promises falling due today (the borrower's local today), then cases with
+    broken promises in this episode, then by days past due × overdue, largest first.
+    Cases are found by visibility (AssignedAgent, running: eventually consistent) and
+    read by their `state` query. Exits 1 when a case's state could not be read (it is
+    listed last, with the reason).
+    """
+    if limit < 1 or concurrency < 1:
+        raise bad_input(f"--{'limit' if limit < 1 else 'concurrency'}: must be at least 1")
+    client = await connect(_settings(ctx))
+    work = await client.worklist(agent, limit=limit, concurrency=concurrency, wait=wait)
+    if as_json:
+        print(json.dumps([item.row() for item in work.items], indent=2, ensure_ascii=False))
+    elif not work.items:
+        print(f"no open cases for agent {agent} (query: {work.query})")
+    else:
+        t = table("#", "LOAN", "STAGE", "DPD", "OVERDUE", "HOLD", "NEXT", "WHY FIRST", right={0, 3, 4})
+        for n, item in enumerate(work.items, 1):
+            v = item.view
+            if v is None:
+                t.add_row(str(n), item.loan_id, "?", "?", "?", "?", "?", item.why)
+                continue
+            t.add_row(
+                str(n),
+                item.loan_id,
+                v.stage.value,
+                str(v.days_past_due),
+                _money(v.overdue, currency),
+                hold_text(v.hold),
+                next_text(v),
+                item.why,
+            )
+        out = console()
+        out.print(t)
+        more = " (limit reached: --limit N for more)" if work.truncated else ""
+        out.print(f"\n{len(work.items)} open case(s) for {agent}{more} · query: {work.query}")
+    if work.unreadable:
+        first = work.unreadable[0]
+        raise ClientError(
+            f"loan {first.loan_id}: {first.why}"
+            + (f" (and {len(work.unreadable) - 1} more)" if len(work.unreadable) > 1 else "")
+        )
     return EXIT_OK
 
 

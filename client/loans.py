@@ -22,31 +22,85 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from client.errors import ClientError, Problem, answer, namespace_problem, rpc_error
-from client.queries import case_row
+from client.queries import build_list_query, case_row
 from client.starts import start_search_attributes, static_details, static_summary
+from client.worklist import WorkItem, order_worklist
 from models.contract import (
     APPLY_RESTRUCTURING,
+    CONTACT_LOGGED,
+    CONTACT_PREFERENCES_SET,
+    DISPUTE_OPENED,
+    DISPUTE_RESOLVED,
+    END_HARDSHIP,
+    HARDSHIP_APPROVED,
+    HARDSHIP_ENDED,
+    LOG_CONTACT,
+    OPEN_DISPUTE,
     PAYMENT_RECEIVED,
+    PROMISE_MADE,
     RECORD_PAYMENT,
+    RECORD_PROMISE,
+    RESOLVE_DISPUTE,
     RESTRUCTURING_APPROVED,
+    SET_CONTACT_PREFERENCES,
+    START_HARDSHIP,
     STATE,
     WORKFLOW_TYPE,
     workflow_id,
 )
-from models.wire import LoanStart, PaymentIn, PaymentResult, RestructuringIn, ScheduleSummary
+from models.wire import (
+    CaseView,
+    ContactLogIn,
+    DeskResult,
+    DisputeOpenIn,
+    DisputeResolveIn,
+    HardshipEndIn,
+    HardshipStartIn,
+    LoanStart,
+    PaymentIn,
+    PaymentResult,
+    PreferencesIn,
+    PromiseIn,
+    RestructuringIn,
+    ScheduleSummary,
+)
 from settings import Settings, TemporalUnreachable, get_settings
 from settings import connect as connect_temporal
 
 __all__ = [
+    "DESK_MESSAGES",
     "CollectionsClient",
+    "DeskIn",
     "DisburseReport",
     "LoanHealth",
     "StartOutcome",
+    "Worklist",
     "connect",
     "execution_status_label",
 ]
 
 T = TypeVar("T")
+
+# The collector's desk (DESIGN.md contract part 2): each input type goes as its update
+# (answered with a DeskResult) or, fire-and-forget, as the update's signal twin.
+DeskIn = (
+    PromiseIn
+    | DisputeOpenIn
+    | DisputeResolveIn
+    | HardshipStartIn
+    | HardshipEndIn
+    | PreferencesIn
+    | ContactLogIn
+)
+DESK_MESSAGES: dict[type[DeskIn], tuple[str, str]] = {
+    PromiseIn: (RECORD_PROMISE, PROMISE_MADE),
+    DisputeOpenIn: (OPEN_DISPUTE, DISPUTE_OPENED),
+    DisputeResolveIn: (RESOLVE_DISPUTE, DISPUTE_RESOLVED),
+    HardshipStartIn: (START_HARDSHIP, HARDSHIP_APPROVED),
+    HardshipEndIn: (END_HARDSHIP, HARDSHIP_ENDED),
+    PreferencesIn: (SET_CONTACT_PREFERENCES, CONTACT_PREFERENCES_SET),
+    ContactLogIn: (LOG_CONTACT, CONTACT_LOGGED),
+}
 
 
 @dataclass(frozen=True)
@@ -63,6 +117,21 @@ class DisburseReport:
     started: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # already started, skip_existing
     refused: list[tuple[str, str]] = field(default_factory=list)  # (loan_id, reason)
+
+
+@dataclass(frozen=True)
+class Worklist:
+    """An agent's open cases in working order (client/worklist.py), the visibility
+    query that found them, and whether it stopped at its limit (more cases exist)."""
+
+    agent: str
+    query: str
+    items: list[WorkItem]
+    truncated: bool = False
+
+    @property
+    def unreadable(self) -> list[WorkItem]:
+        return [i for i in self.items if i.view is None]
 
 
 # The names the Web UI and visibility queries use (`ExecutionStatus = "Running"`).
@@ -313,6 +382,60 @@ class CollectionsClient:
             wait=wait,
         )
 
+    # --- the collector's desk: one generic path, one typed method per update ---------------
+
+    async def desk(
+        self, loan_id: str, message: DeskIn, *, fire_and_forget: bool = False, wait: float = 60.0
+    ) -> DeskResult | None:
+        """Any desk message: its update and the workflow's DeskResult, or (fire_and_forget)
+        its signal twin and None. The names come from DESK_MESSAGES by the input's type."""
+        update, signal = DESK_MESSAGES[type(message)]
+        return await self.send(
+            loan_id, update, signal, message, DeskResult, fire_and_forget=fire_and_forget, wait=wait
+        )
+
+    async def record_promise(
+        self, loan_id: str, promise: PromiseIn, *, fire_and_forget: bool = False, wait: float = 60.0
+    ) -> DeskResult | None:
+        """A promise to pay (record_promise / promise_made)."""
+        return await self.desk(loan_id, promise, fire_and_forget=fire_and_forget, wait=wait)
+
+    async def open_dispute(
+        self, loan_id: str, dispute: DisputeOpenIn, *, fire_and_forget: bool = False, wait: float = 60.0
+    ) -> DeskResult | None:
+        """The borrower contests the debt (open_dispute / dispute_opened)."""
+        return await self.desk(loan_id, dispute, fire_and_forget=fire_and_forget, wait=wait)
+
+    async def resolve_dispute(
+        self, loan_id: str, resolution: DisputeResolveIn, *, fire_and_forget: bool = False, wait: float = 60.0
+    ) -> DeskResult | None:
+        """A dispute upheld or rejected (resolve_dispute / dispute_resolved)."""
+        return await self.desk(loan_id, resolution, fire_and_forget=fire_and_forget, wait=wait)
+
+    async def start_hardship(
+        self, loan_id: str, hardship: HardshipStartIn, *, fire_and_forget: bool = False, wait: float = 60.0
+    ) -> DeskResult | None:
+        """Approved hardship relief (start_hardship / hardship_approved)."""
+        return await self.desk(loan_id, hardship, fire_and_forget=fire_and_forget, wait=wait)
+
+    async def end_hardship(
+        self, loan_id: str, end: HardshipEndIn, *, fire_and_forget: bool = False, wait: float = 60.0
+    ) -> DeskResult | None:
+        """Hardship relief ended early (end_hardship / hardship_ended)."""
+        return await self.desk(loan_id, end, fire_and_forget=fire_and_forget, wait=wait)
+
+    async def set_contact_preferences(
+        self, loan_id: str, preferences: PreferencesIn, *, fire_and_forget: bool = False, wait: float = 60.0
+    ) -> DeskResult | None:
+        """The channels the borrower accepts (set_contact_preferences / contact_preferences_set)."""
+        return await self.desk(loan_id, preferences, fire_and_forget=fire_and_forget, wait=wait)
+
+    async def log_contact(
+        self, loan_id: str, contact: ContactLogIn, *, fire_and_forget: bool = False, wait: float = 60.0
+    ) -> DeskResult | None:
+        """A collector's call or visit (log_contact / contact_logged)."""
+        return await self.desk(loan_id, contact, fire_and_forget=fire_and_forget, wait=wait)
+
     async def state(self, loan_id: str, wait: float = 30.0) -> dict[str, Any]:
         """The `state` query answer exactly as the workflow sent it (decoded JSON)."""
         raw: dict[str, Any] = await answer(self.handle(loan_id).query(STATE), loan_id, self.settings, wait)
@@ -378,6 +501,32 @@ class CollectionsClient:
             return [case_row(wf) async for wf in self.temporal.list_workflows(query, limit=limit)]
         except RPCError as exc:
             raise ClientError(f"visibility query {query!r} refused: {exc.message}") from None
+
+    async def worklist(
+        self, agent: str, *, limit: int = 500, concurrency: int = 8, wait: float = 30.0
+    ) -> Worklist:
+        """The agent's open cases (visibility: AssignedAgent = agent, running) in the order
+        to work them. One list call, then each case's `state` query, `concurrency` at a
+        time; the `state` answer is the truth, so a case visibility still shows for the
+        agent but that has been handed on or has closed since is left out. A case whose
+        state cannot be read (a stuck workflow, no worker) is kept, last, with the reason."""
+        query = build_list_query(agent=agent, open_only=True)
+        rows = await self.list_cases(query, limit)
+        gate = asyncio.Semaphore(max(1, concurrency))
+
+        async def one(loan_id: str) -> WorkItem | None:
+            async with gate:
+                try:
+                    view = CaseView.model_validate(await self.state(loan_id, wait))
+                except ClientError as exc:
+                    return WorkItem(loan_id, None, exc.message)
+            if view.closed or view.assigned_agent != agent:
+                return None
+            return WorkItem(loan_id, view)
+
+        found = await asyncio.gather(*(one(r["loan_id"]) for r in rows))
+        items = order_worklist(i for i in found if i is not None)
+        return Worklist(agent, query, items, truncated=len(rows) >= limit)
 
     async def count(self, query: str) -> int:
         """How many loans a visibility query finds (eventually consistent)."""

@@ -1,10 +1,14 @@
 """The demo book: about 50 loans backdated so that, on the day they are disbursed onto the
-system, every collection stage is present.
+system, every collection stage is present; and the collector's desk messages that put
+every borrower protection on show (an open promise, a broken one, an open dispute, one
+past its response deadline, an active hardship, a borrower who accepts email only).
 
 Deterministic: loan ids, borrowers, products and amounts never change; only the dates
 follow `today` (the borrowers' local date), so that today's days past due land in each
 stage. The workflow treats past dates as a late start: a loan disbursed months ago
-starts in the stage it is in today, without replaying the reminders it missed.
+starts in the stage it is in today, without replaying the reminders it missed. The desk
+messages' ids are fixed too (one per loan and kind), so sending them again is answered
+`duplicate` and changes nothing.
 
     python -m demo.book                      # JSON lines of start inputs, for starter.py disburse
     python -m demo.book --today 2025-06-01 --summary
@@ -16,17 +20,26 @@ import argparse
 import json
 import random
 import sys
-from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, time, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from client.loans import DeskIn
 from domain.calendar import add_months
-from domain.enums import CollectionStage, Product, RepaymentMethod
+from domain.enums import (
+    Channel,
+    CollectionStage,
+    DisputeReason,
+    HardshipReason,
+    HoldReason,
+    Product,
+    RepaymentMethod,
+)
 from domain.money import format_amount
-from models.wire import LoanStart
+from models.wire import DisputeOpenIn, HardshipStartIn, LoanStart, PreferencesIn, PromiseIn
 
 PEOPLE_FILE = Path(__file__).with_name("people.json")
 TIMEZONE = "Asia/Shanghai"
@@ -48,11 +61,23 @@ class DemoLoan:
 
 
 @dataclass(frozen=True)
+class DeskMessage:
+    """A collector's desk message the stack sends once the book is started: `shows` what
+    it puts on show, `hold` the hold its answer shows when it is applied (None: none)."""
+
+    loan_id: str
+    message: DeskIn
+    shows: str
+    hold: HoldReason | None
+
+
+@dataclass(frozen=True)
 class DemoBook:
     today: date
     agents: list[tuple[str, str]]
     borrowers: list[dict[str, Any]]  # BorrowerCreate fields (personal data: database only)
     loans: list[DemoLoan]
+    desk: list[DeskMessage] = field(default_factory=list)
 
     def starts(self) -> list[LoanStart]:
         return [loan.start for loan in self.loans]
@@ -93,6 +118,90 @@ BIG_AUTO_DPD = 66
 BIG_AUTO_PRINCIPAL = 80_000_000  # 800,000.00
 
 
+# The desk messages, by loan (number in the book). Loans the README's examples use
+# (DEMO-014, -021, -027, -030, -033, -038, -047) are left alone.
+PROMISE_TODAY = 28  # AGENT, DPD 38: a promise falling due today (first in its agent's worklist)
+PROMISE_OPEN = 20  # EARLY, DPD 8: a promise due in PROMISE_DAYS days
+PROMISE_DAYS = 5
+PROMISE_BROKEN = 29  # AGENT, DPD 45: made 3 days ago for yesterday, so broken at once
+DISPUTE_OPEN = 22  # EARLY, DPD 12: an open dispute
+DISPUTE_OVERDUE = 31  # AGENT, DPD 55: opened 21 days ago, past the 20 response days
+HARDSHIP = 32  # AGENT, DPD 62: relief for HARDSHIP_DAYS days
+HARDSHIP_DAYS = 30
+EMAIL_ONLY = 16  # GRACE, DPD 2: the borrower accepts email only (and, as always, letters)
+PROMISE_AMOUNT = 100_000  # 1,000.00
+DESK_BY = "demo.desk"  # who entered the demo's desk messages
+DESK_AGENT = "agent-demo"  # the collector named on the demo's promises
+
+
+def desk_messages(loans: list[DemoLoan], today: date, now: datetime) -> list[DeskMessage]:
+    """The desk messages of the book, dated from `today` (the borrowers' local date) and
+    `now`; their ids depend on the loan alone."""
+
+    def loan_id(n: int) -> str:
+        return loans[n - 1].start.loan_id
+
+    def promise(n: int, promised: date, made_at: datetime | None = None) -> PromiseIn:
+        return PromiseIn(
+            promise_id=f"DEMO-PROMISE-{loan_id(n)}",
+            amount=PROMISE_AMOUNT,
+            promised_date=promised,
+            agent_id=DESK_AGENT,
+            made_at=made_at,
+        )
+
+    def dispute(n: int, reason: DisputeReason, opened_at: datetime | None = None) -> DisputeOpenIn:
+        return DisputeOpenIn(
+            dispute_id=f"DEMO-DISPUTE-{loan_id(n)}", reason=reason, opened_by=DESK_BY, opened_at=opened_at
+        )
+
+    H = HoldReason
+    return [
+        DeskMessage(loan_id(PROMISE_TODAY), promise(PROMISE_TODAY, today), "a promise due today", H.PROMISE),
+        DeskMessage(
+            loan_id(PROMISE_OPEN),
+            promise(PROMISE_OPEN, today + timedelta(days=PROMISE_DAYS)),
+            f"an open promise due in {PROMISE_DAYS} days",
+            H.PROMISE,
+        ),
+        DeskMessage(
+            loan_id(PROMISE_BROKEN),
+            promise(PROMISE_BROKEN, today - timedelta(days=1), made_at=now - timedelta(days=3)),
+            "a broken promise (made 3 days ago for yesterday)",
+            None,
+        ),
+        DeskMessage(
+            loan_id(DISPUTE_OPEN), dispute(DISPUTE_OPEN, DisputeReason.AMOUNT), "an open dispute", H.DISPUTE
+        ),
+        DeskMessage(
+            loan_id(DISPUTE_OVERDUE),
+            dispute(DISPUTE_OVERDUE, DisputeReason.SERVICE, opened_at=now - timedelta(days=21)),
+            "a dispute past its response deadline (opened 21 days ago)",
+            H.DISPUTE,
+        ),
+        DeskMessage(
+            loan_id(HARDSHIP),
+            HardshipStartIn(
+                hardship_id=f"DEMO-HARDSHIP-{loan_id(HARDSHIP)}",
+                reason=HardshipReason.JOB_LOSS,
+                until=today + timedelta(days=HARDSHIP_DAYS),
+                approved_by="supervisor.demo",
+                approval_ref=f"APR-DEMO-{loan_id(HARDSHIP)}",
+            ),
+            f"an active hardship ({HARDSHIP_DAYS} days)",
+            H.HARDSHIP,
+        ),
+        DeskMessage(
+            loan_id(EMAIL_ONLY),
+            PreferencesIn(
+                preference_id=f"DEMO-PREF-{loan_id(EMAIL_ONLY)}", channels=[Channel.EMAIL], set_by=DESK_BY
+            ),
+            "a borrower who accepts email only",
+            None,
+        ),
+    ]
+
+
 def local_today(tz: str = TIMEZONE) -> date:
     return datetime.now(ZoneInfo(tz)).date()
 
@@ -131,8 +240,12 @@ def _dates(today: date, dpd_or_age: int) -> tuple[date, date]:
     return add_months(first_due, -1), first_due
 
 
-def build_book(today: date | None = None) -> DemoBook:
-    today = today or local_today()
+def build_book(today: date | None = None, now: datetime | None = None) -> DemoBook:
+    """The book for the borrowers' local `today` (default: today), its desk messages
+    dated from `now` (default: the wall clock, or noon on a `today` given)."""
+    if now is None:
+        now = datetime.now(UTC) if today is None else datetime.combine(today, time(12), ZoneInfo(TIMEZONE))
+    today = today or now.astimezone(ZoneInfo(TIMEZONE)).date()
     rng = random.Random(SEED)
     people = _load_people()
     agents = [(a["agent_id"], a["name"]) for a in people["agents"]]
@@ -169,7 +282,9 @@ def build_book(today: date | None = None) -> DemoBook:
                 policy="standard",
             )
             loans.append(DemoLoan(start, intent, stage, max(d, 0)))
-    return DemoBook(today=today, agents=agents, borrowers=borrowers, loans=loans)
+    return DemoBook(
+        today=today, agents=agents, borrowers=borrowers, loans=loans, desk=desk_messages(loans, today, now)
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"{loan.intent.value:<6}  {s.product.value:<11}  {principal:>12}  "
                 f"disbursed {s.disbursed_on}  first due {s.first_due_date}"
             )
+        for m in book.desk:
+            print(f"{m.loan_id}  desk: {m.shows}")
         return 0
     text = "".join(s.model_dump_json() + "\n" for s in book.starts())
     if args.out:

@@ -1,5 +1,6 @@
 """The local stack in one command: Temporal dev server + Web UI, the worker, collection
-agents, demo borrowers and a demo book of about 50 loans in every stage.
+agents, demo borrowers and a demo book of about 50 loans in every stage, with the
+collector's desk messages that show every hold (promise, dispute, hardship).
 
     ./run                 # sets up .venv, then runs this; Ctrl-C stops everything
     ./run --once          # start, seed, print, stop (also: --check verifies every stage)
@@ -41,8 +42,8 @@ from temporalio.service import RPCError  # noqa: E402
 
 from client import ClientError, CollectionsClient, build_list_query, connect  # noqa: E402
 from client.search_attributes import ensure_search_attributes  # noqa: E402
-from demo.book import DemoBook, DemoLoan, Intent, build_book  # noqa: E402
-from domain.enums import CollectionStage  # noqa: E402
+from demo.book import DemoBook, DemoLoan, DeskMessage, Intent, build_book  # noqa: E402
+from domain.enums import CollectionStage, HoldReason  # noqa: E402
 from domain.money import format_amount  # noqa: E402
 from models import search  # noqa: E402
 from models.contract import workflow_id  # noqa: E402
@@ -50,6 +51,7 @@ from models.wire import PaymentIn  # noqa: E402
 from settings import Settings, get_settings, settled  # noqa: E402
 
 STAGES = [s.value for s in CollectionStage]
+HOLDS = [h.value for h in HoldReason]
 
 
 def say(msg: str = "") -> None:
@@ -263,11 +265,62 @@ async def settle_payment(client: CollectionsClient, loan: DemoLoan) -> str:
     return "already paid" if result.duplicate else f"paid {paid} -> {result.stage.value}"
 
 
-async def seed_book(client: CollectionsClient, book: DemoBook) -> dict[str, int]:
-    """Agents, borrowers, the demo loans and their payments. Returns how many loans
-    visibility must show in each stage before the counts are reported: the expected
-    stage of every loan started now (a resumed book has moved on since: then only
-    every stage present)."""
+@dataclass
+class DeskOutcome:
+    """What the demo's desk messages came to: each loan's hold as its answer showed it,
+    and what went wrong (a refusal, or a message applied now whose hold is not the one
+    the book expects)."""
+
+    holds: dict[str, str] = field(default_factory=dict)  # loan id -> hold reason
+    applied: int = 0
+    duplicates: int = 0
+    problems: list[str] = field(default_factory=list)
+
+    def hold_counts(self) -> dict[str, int]:
+        return {h: sum(1 for v in self.holds.values() if v == h) for h in HOLDS}
+
+
+async def send_desk_message(client: CollectionsClient, m: DeskMessage, outcome: DeskOutcome) -> None:
+    """Send one desk message by its update, once its loan answers (idempotent: sent
+    again, it is answered as a duplicate). A refusal is reported, never fatal."""
+    try:
+        await _state(client, m.loan_id)
+        result = await client.desk(m.loan_id, m.message)
+    except ClientError as exc:
+        outcome.problems.append(f"{m.loan_id} ({m.shows}): {exc.message}")
+        return
+    assert result is not None  # an update always answers
+    if result.hold is not None:
+        outcome.holds[m.loan_id] = result.hold.reason.value
+    if result.duplicate:
+        outcome.duplicates += 1
+        return
+    outcome.applied += 1
+    shown = result.hold.reason.value if result.hold else None
+    expected = m.hold.value if m.hold else None
+    hold = f"hold {shown}" if shown else "no hold"
+    say(f"  {m.loan_id}: {m.shows}: {result.kind} {result.id} {result.status}, {hold}")
+    if shown != expected:
+        outcome.problems.append(f"{m.loan_id} ({m.shows}): answered {hold}, expected {expected or 'no hold'}")
+
+
+async def seed_desk(client: CollectionsClient, book: DemoBook) -> DeskOutcome:
+    outcome = DeskOutcome()
+    await asyncio.gather(*(send_desk_message(client, m, outcome) for m in book.desk))
+    say(
+        f"  desk: {outcome.applied} messages applied, {outcome.duplicates} already there"
+        + (f", {len(outcome.problems)} refused or unexpected" if outcome.problems else "")
+    )
+    for problem in outcome.problems:
+        say(f"  ! {problem}")
+    return outcome
+
+
+async def seed_book(client: CollectionsClient, book: DemoBook) -> tuple[dict[str, int], DeskOutcome]:
+    """Agents, borrowers, the demo loans, their payments and the desk messages. Returns
+    how many loans visibility must show in each stage before the counts are reported
+    (the expected stage of every loan started now; a resumed book has moved on since:
+    then only every stage present), and what the desk messages came to."""
     agents_added, borrowers = seed_database(client.settings, book)
     say(f"  agents: {agents_added} added ({len(book.agents)} in the demo); borrowers: {borrowers} upserted")
     report = await client.disburse(book.starts(), skip_existing=True)
@@ -284,7 +337,7 @@ async def seed_book(client: CollectionsClient, book: DemoBook) -> dict[str, int]
     fresh = [loan.expected_stage.value for loan in book.loans if loan.start.loan_id in started]
     for stage in STAGES:
         expected[stage] = max(1, fresh.count(stage))
-    return expected
+    return expected, await seed_desk(client, book)
 
 
 async def stage_counts(client: CollectionsClient) -> dict[str, int]:
@@ -317,7 +370,13 @@ async def busiest_agent(client: CollectionsClient) -> str | None:
     return max(sorted(seen), key=lambda a: seen[a]) if seen else None
 
 
-def banner(args: argparse.Namespace, settings: Settings, counts: dict[str, int], agent: str | None) -> str:
+def banner(
+    args: argparse.Namespace,
+    settings: Settings,
+    counts: dict[str, int],
+    agent: str | None,
+    desk: DeskOutcome | None = None,
+) -> str:
     ns = settings.temporal_namespace
     queries = [
         'CollectionStage="AGENT"',
@@ -325,6 +384,10 @@ def banner(args: argparse.Namespace, settings: Settings, counts: dict[str, int],
         f'AssignedAgent="{agent or "agent-chen"}"',
         'CollectionStage="LEGAL" AND AmountOverdue > 1000000',
         'ExecutionStatus="Completed"',
+        'CollectionHold = "DISPUTE"',
+        'CollectionHold = "PROMISE"',
+        'CollectionHold = "HARDSHIP"',
+        "BrokenPromises > 0",
     ]
     lines = [
         "",
@@ -337,6 +400,11 @@ def banner(args: argparse.Namespace, settings: Settings, counts: dict[str, int],
         f"  Logs              {args.state_dir / 'temporal.log'}, {args.state_dir / 'worker.log'}",
         "",
         "  Loans by stage    " + "  ".join(f"{s} {counts.get(s, 0)}" for s in STAGES),
+        *(
+            ["  Demo holds        " + "  ".join(f"{h} {n}" for h, n in desk.hold_counts().items())]
+            if desk is not None
+            else []
+        ),
         "",
         "  Ready-made queries (type them into the UI's search box, or open the links):",
     ]
@@ -351,6 +419,8 @@ def banner(args: argparse.Namespace, settings: Settings, counts: dict[str, int],
         "    .venv/bin/python starter.py list --stage AGENT",
         "    .venv/bin/python starter.py status DEMO-033",
         "    .venv/bin/python starter.py pay DEMO-027 500.00 --payment-id PAY-DEMO-1",
+        f"    .venv/bin/python starter.py worklist --agent {agent or 'agent-chen'}",
+        "    .venv/bin/python starter.py status DEMO-031     # a dispute past its response deadline",
         "",
     ]
     return "\n".join(lines)
@@ -459,6 +529,7 @@ async def run(args: argparse.Namespace) -> int:
         await wait_for_worker(client, worker, 60)
 
         counts: dict[str, int] = {}
+        desk: DeskOutcome | None = None
         if not args.no_seed:
             say("seeding agents, borrowers and the demo book ...")
             seeding = asyncio.create_task(seed_book(client, build_book()))
@@ -470,17 +541,24 @@ async def run(args: argparse.Namespace) -> int:
                     await seeding
                 return 130
             stopping.cancel()
-            counts = await wait_for_stages(client, seeding.result(), args.stage_timeout)
+            expected, desk = seeding.result()
+            counts = await wait_for_stages(client, expected, args.stage_timeout)
         else:
             counts = await stage_counts(client)
-        say(banner(args, settings, counts, await busiest_agent(client)))
+        say(banner(args, settings, counts, await busiest_agent(client), desk))
 
         if args.check:
             missing = [s for s in STAGES if not counts.get(s)]
             if missing:
                 say(f"check FAILED: no loan in stage {', '.join(missing)}")
                 return 1
-            say("check passed: every stage has loans")
+            if desk is not None and desk.problems:
+                say(f"check FAILED: demo desk messages: {'; '.join(desk.problems)}")
+                return 1
+            say(
+                "check passed: every stage has loans"
+                + ("; every desk message answered as expected" if desk else "")
+            )
         if args.once or args.check:
             return 0
 

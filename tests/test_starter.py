@@ -872,6 +872,15 @@ def test_the_stack_seeds_every_stage_resumes_and_stops_on_ctrl_c(tmp_path: Path)
     assert all(counts.values()) and sum(counts.values()) == 50, counts_line
     assert counts["PAID_OFF"] == 4 and counts["CURRENT"] >= 13, counts_line  # 3 cured, 4 paid off
     assert f"http://localhost:{ui_port}" in first.stdout and 'CollectionStage="AGENT"' in first.stdout
+    # The collector's desk: every hold on show on its demo loan, and the queries to find them.
+    assert "desk: 7 messages applied, 0 already there" in first.stdout, first.stdout
+    assert "promise DEMO-PROMISE-DEMO-029 broken, no hold" in first.stdout  # broken at once
+    assert "DEMO-031: a dispute past its response deadline" in first.stdout
+    holds_line = next(line for line in first.stdout.splitlines() if "Demo holds" in line)
+    assert holds_line.split()[2:] == ["DISPUTE", "2", "HARDSHIP", "1", "PROMISE", "2"], holds_line
+    for hold in ("DISPUTE", "PROMISE", "HARDSHIP"):
+        assert f'CollectionHold = "{hold}"' in first.stdout
+    assert "every desk message answered as expected" in first.stdout
     assert (tmp_path / "temporal.db").exists() and (tmp_path / "collections.db").exists()
     assert "export DATABASE_URL=sqlite:///" in (tmp_path / "env").read_text()
 
@@ -889,6 +898,7 @@ def test_the_stack_seeds_every_stage_resumes_and_stops_on_ctrl_c(tmp_path: Path)
             break
     output = "".join(lines)
     assert "demo book: 0 loans started, 50 already there" in output, output
+    assert "desk: 0 messages applied, 7 already there" in output, output  # fixed ids: nothing twice
     assert _port_open(port) and _port_open(ui_port)
     proc.send_signal(signal.SIGINT)
     rest, _ = proc.communicate(timeout=90)
