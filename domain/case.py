@@ -136,6 +136,14 @@ class Promise(BaseModel):
     notified: bool = False  # broken: the broken_promise SMS went out (or was stopped)
 
 
+class PaymentMark(BaseModel):
+    """When a payment counts in the ledger and how much: the recent ones, so a promise
+    entered after the fact counts the payments made since it was made."""
+
+    at: datetime
+    amount: int
+
+
 class Dispute(BaseModel):
     """A dispute (异议): every collection contact, report and escalation holds while open."""
 
@@ -241,6 +249,7 @@ class Case(BaseModel):
 
     # The collector's desk and borrower protections.
     promises: list[Promise] = Field(default_factory=list)
+    payment_marks: list[PaymentMark] = Field(default_factory=list)  # the last days' payments
     disputes: list[Dispute] = Field(default_factory=list)
     hardships: list[Hardship] = Field(default_factory=list)
     # The channels the borrower accepts (None: every channel; a letter is always allowed).

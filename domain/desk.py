@@ -31,7 +31,7 @@ from domain.enums import (
 from domain.ledger import PAID_AT_SKEW, CaseError, outstanding, today_for
 from domain.money import format_amount
 from domain.planner import call_allowed_at, reconcile, trim_call_log
-from domain.protections import ALL_CHANNELS, broken_promises
+from domain.protections import ALL_CHANNELS, broken_promises, counts_toward
 
 # A logged call or visit may be entered up to this many days after it happened (the call
 # caps look back 7 days; older contacts could no longer be checked against them).
@@ -147,6 +147,13 @@ def record_promise(
         made_at=made,
         episode=case.episode.number,
     )
+    # Entered after the fact: the payments made since it was made count (found by review).
+    paid = sum(m.amount for m in case.payment_marks if counts_toward(case, promise, m.at))
+    if paid:
+        kept = paid >= amount
+        promise = promise.model_copy(
+            update={"paid_since": paid} | ({"status": PromiseStatus.KEPT, "settled_at": now} if kept else {})
+        )
     case = reconcile(case.model_copy(update={"promises": [*case.promises, promise]}), now)
     status = _status_of(case, promise_id)
     money = format_amount(amount, case.currency)
@@ -182,7 +189,8 @@ def open_dispute(
 def resolve_dispute(
     case: Case, *, dispute_id: str, outcome: DisputeOutcome, resolved_by: str, now: datetime
 ) -> DeskTaken:
-    """Ends a dispute. The same outcome again is a duplicate; another one is refused."""
+    """Ends a dispute, also once the loan is paid off. The same outcome again is a
+    duplicate; another one is refused."""
     found = next((d for d in case.disputes if d.dispute_id == dispute_id), None)
     if found is None:
         raise CaseError("dispute_id", f"no dispute {dispute_id} on this loan")
@@ -190,7 +198,8 @@ def resolve_dispute(
         if found.status.value == outcome.value:
             return _duplicate(case, "dispute", dispute_id, found.status.value)
         raise CaseError("outcome", f"dispute {dispute_id} was already resolved as {found.status.value}")
-    _require_open(case)
+    # Also on a paid-off loan: a borrower may pay under protest, and the dispute is still
+    # heard (the workflow stays open until it is resolved).
     resolved = found.model_copy(
         update={"status": DisputeStatus(outcome.value), "resolved_by": resolved_by, "resolved_at": now}
     )
@@ -343,6 +352,16 @@ def log_contact(
                 "at",
                 f"over the call caps: the next call to this borrower is allowed at {allowed.isoformat()}",
             )
+        # A call logged after the fact must also fit every later 7-day window that holds
+        # it: calls made since count too (found by review).
+        week, cap = timedelta(days=7), policy.call_caps.call_attempts_per_7_days
+        for end in sorted(c.at for c in case.call_log if when < c.at < when + week):
+            if sum(1 for c in case.call_log if end - week < c.at <= end) + 1 > cap:
+                raise CaseError(
+                    "at",
+                    f"over the call caps: with the calls made since, more than {cap} calls in the "
+                    f"7 days up to {end.isoformat()}",
+                )
         attempt = CallAttempt(at=when, line=LOGGED_CALL_LINE, connected=result is ContactResult.REACHED)
         update["call_log"] = [*trim_call_log(case.call_log, now), attempt]
     entry = LoggedContact(

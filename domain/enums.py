@@ -94,6 +94,10 @@ class PromiseStatus(StrEnum):
     OPEN = "open"
     KEPT = "kept"
     BROKEN = "broken"
+    # An addition to DESIGN.md: the loan was cured before the promised date without any
+    # payment since the promise (by an extension or a re-installment): neither kept nor
+    # broken, and never counted against the borrower.
+    CANCELLED = "cancelled"
 
 
 class DisputeReason(StrEnum):

@@ -11,9 +11,9 @@ three always agree on what is accepted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from domain.case import ActivityFailure, Case, Components, Rejection
+from domain.case import ActivityFailure, Case, Components, PaymentMark, Rejection
 from domain.enums import RestructuringKind
 from domain.ledger import CaseError, apply_payment, outstanding, payment_date, today_for
 from domain.planner import reconcile
@@ -26,6 +26,9 @@ MAX_REJECTIONS_KEPT = 50
 MAX_FAILURES_KEPT = 20  # activity failures kept on the case
 REF_MAX = 128  # a rejection's message name and ref (the id), in characters
 REASON_MAX = 500  # a rejection's reason
+# Payments remembered by when they count (for a promise entered after the fact: at most
+# max_promise_days back, bounded by the policy).
+PAYMENT_MARKS_KEPT = timedelta(days=400)
 
 
 def clip_text(text: str, max_len: int) -> str:
@@ -74,7 +77,9 @@ def take_payment(
     counts_at = payment_date(case, paid_at or now, now)
     case, allocation = apply_payment(case, amount, counts_at)
     case = case.model_copy(update={"payments": {**case.payments, payment_id: allocation}})
-    case = note_payment(case, amount, now)  # toward the open promise to pay
+    case = note_payment(case, amount, counts_at, now)  # toward the promise it was made for
+    marks = [m for m in case.payment_marks if m.at > now - PAYMENT_MARKS_KEPT]
+    case = case.model_copy(update={"payment_marks": [*marks, PaymentMark(at=counts_at, amount=amount)]})
     return PaymentTaken(reconcile(case, now), allocation, counts_at, duplicate=False)
 
 

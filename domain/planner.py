@@ -340,7 +340,10 @@ def _resume_owed(case: Case, policy: Policy, episode: Episode, today: date) -> s
     (unless the loan is reported already). No other held step is replayed."""
     held = [s for s in policy.ladder if s.id in episode.held and s.id not in episode.done]
     owed = set()
-    if not case.credit_reported:
+    # Judged by the report standing at the bureau (reported and not yet updated after a
+    # cure), not by "ever reported": a loan reported in an earlier delinquency, cured and
+    # updated, is noticed and reported again in this one (found by review).
+    if not case.credit_report_open:
         owed = {s.id for s in held if s.kind in (ActionKind.CREDIT_NOTICE, ActionKind.CREDIT_REPORT)}
         if episode.credit_noticed_at is not None:
             owed -= {s.id for s in held if s.kind is ActionKind.CREDIT_NOTICE}
@@ -413,7 +416,17 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
                 due_at=due_at,
             )
         )
-    if case.agent_requested and not case.charged_off and days_past_due(case, today_for(case, now)) > 0:
+    # A case waiting in the unassigned queue is not handed to a collector while a hold
+    # stops the escalation (a dispute, a hardship): it is picked up once the hold ends.
+    waiting_held = case.assigned_agent is None and holding(
+        case, today_for(case, now), ActionKind.ASSIGN_AGENT
+    )
+    if (
+        case.agent_requested
+        and not case.charged_off
+        and not waiting_held
+        and days_past_due(case, today_for(case, now)) > 0
+    ):
         # Each local midnight after the last look, ask again who holds the case: a case
         # waiting in the unassigned queue is picked up when an agent is added, and one
         # whose agent was deactivated has moved to another (the DB is the truth).
@@ -437,11 +450,10 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
 
 def _desk(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
     """The collector's desk's own steps: the broken-promise SMS, the escalation of a
-    dispute left open too long, and the review of a hardship that ended."""
-    if case.closed:
-        return []
+    dispute left open too long (also once the loan is paid off), and the review of a
+    hardship that ended."""
     actions = []
-    episode = case.episode.number if case.episode is not None else None
+    episode = case.episode.number if case.episode is not None and not case.closed else None
     for p in case.promises:
         # Only while its episode lasts: a loan cured before the SMS went out is not told
         # that its payment has not arrived.
@@ -477,7 +489,7 @@ def _desk(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
                 )
             )
     for h in case.hardships:
-        if h.reviewed:
+        if h.reviewed or case.closed:
             continue
         # An active hardship's review is planned for the midnight it ends: waking then
         # ends it (lapse) and files the review.

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
 from domain.calendar import local_date, start_of_day
-from domain.case import Case
+from domain.case import Case, Promise
 from domain.enums import (
     ActionKind,
     Channel,
@@ -120,6 +120,11 @@ def hold_lifts_at(hold: Hold, tz: str) -> datetime | None:
     return None if hold.until is None else start_of_day(hold.until + timedelta(days=1), tz)
 
 
+def open_disputes(case: Case) -> list[str]:
+    """Ids of the disputes still open: a loan paid off with one open is not done yet."""
+    return [d.dispute_id for d in case.disputes if d.status is DisputeStatus.OPEN]
+
+
 def broken_promises(case: Case) -> int:
     """Promises broken in the current delinquency episode (0 when nothing is overdue)."""
     if case.episode is None:
@@ -132,8 +137,9 @@ def broken_promises(case: Case) -> int:
 
 
 def lapse(case: Case, now: datetime) -> Case:
-    """Promises and hardships as they stand at `now`: an open promise is kept once the
-    loan is cured and broken after its date; a hardship ends after its `until`."""
+    """Promises and hardships as they stand at `now`: an open promise ends when the loan
+    is cured (kept when anything was paid since it was made, else cancelled: cured by a
+    restructuring) and is broken after its date; a hardship ends after its `until`."""
     today = local_date(now, case.timezone)
     promises = list(case.promises)
     changed = False
@@ -141,7 +147,8 @@ def lapse(case: Case, now: datetime) -> Case:
         if p.status is not PromiseStatus.OPEN:
             continue
         if case.episode is None or case.closed:
-            promises[n] = p.model_copy(update={"status": PromiseStatus.KEPT, "settled_at": now})
+            status = PromiseStatus.KEPT if p.paid_since > 0 else PromiseStatus.CANCELLED
+            promises[n] = p.model_copy(update={"status": status, "settled_at": now})
             changed = True
         elif p.promised_date < today:
             broken_at = start_of_day(p.promised_date + timedelta(days=1), case.timezone)
@@ -159,21 +166,32 @@ def lapse(case: Case, now: datetime) -> Case:
     return case.model_copy(update={"promises": promises, "hardships": hardships})
 
 
-def note_payment(case: Case, amount: int, now: datetime) -> Case:
-    """A payment taken: it counts toward the open promise, which is kept the moment the
-    payments since it was recorded reach its amount."""
-    if not any(p.status is PromiseStatus.OPEN for p in case.promises):
-        return case
+def counts_toward(case: Case, promise: Promise, counts_at: datetime) -> bool:
+    """A payment counts toward a promise when it was made between the promise and the end
+    of its date (by when it counts in the ledger, not when it was reported: a payment
+    made at 23:50 on the date and reported after midnight keeps it)."""
+    return promise.made_at <= counts_at and local_date(counts_at, case.timezone) <= promise.promised_date
+
+
+def note_payment(case: Case, amount: int, counts_at: datetime, now: datetime) -> Case:
+    """A payment taken: it counts toward the promise it was made for (open, or broken at
+    midnight while the payment was on its way), which is kept the moment the payments
+    counted reach its amount."""
     promises = []
+    changed = False
     for p in case.promises:
-        if p.status is PromiseStatus.OPEN:
+        live = p.status is PromiseStatus.OPEN or (
+            p.status is PromiseStatus.BROKEN and case.episode is not None and p.episode == case.episode.number
+        )
+        if live and counts_toward(case, p, counts_at):
             paid = p.paid_since + amount
             update: dict[str, object] = {"paid_since": paid}
             if paid >= p.amount:
                 update |= {"status": PromiseStatus.KEPT, "settled_at": now}
             p = p.model_copy(update=update)
+            changed = True
         promises.append(p)
-    return case.model_copy(update={"promises": promises})
+    return case.model_copy(update={"promises": promises}) if changed else case
 
 
 # --- Channels ---------------------------------------------------------------------------

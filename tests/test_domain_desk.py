@@ -24,11 +24,12 @@ from domain.enums import (
     HoldReason,
     LoggedChannel,
     PromiseStatus,
+    RestructuringKind,
 )
-from domain.intake import take_payment
+from domain.intake import take_payment, take_restructuring
 from domain.ledger import CaseError, outstanding, overdue_amount, penalty_accrued, today_for
 from domain.planner import Outcome, next_action, plan, reconcile, record_outcome
-from domain.protections import holding, lapse, route, strongest_hold
+from domain.protections import broken_promises, holding, lapse, route, strongest_hold
 from tests.test_domain_helpers import FIRST_DUE, Executed, as_local, drive, local, make_case
 
 K = ActionKind
@@ -78,6 +79,10 @@ def hardship(case: Case, now: datetime, until: date, hid: str = "H-1") -> Case:
         approval_ref="HR-1",
         now=now,
     ).case
+
+
+def pay(case: Case, pid: str, amount: int, now: datetime, paid_at: datetime | None = None) -> Case:
+    return take_payment(case, payment_id=pid, amount=amount, currency=None, paid_at=paid_at, now=now).case
 
 
 def run(case: Case, now: datetime, until: datetime) -> tuple[Case, list[Executed]]:
@@ -164,7 +169,10 @@ def test_the_strongest_hold_is_shown() -> None:
 def test_a_promise_is_kept_the_moment_the_payments_since_it_reach_its_amount() -> None:
     now = dpd(5, 12)
     case = at(make_case(), now)
-    case = take_payment(case, payment_id="before", amount=5_000, currency=None, paid_at=None, now=now).case
+    earlier = dpd(5, 11)
+    case = take_payment(
+        case, payment_id="before", amount=5_000, currency=None, paid_at=None, now=earlier
+    ).case
     case = promise(case, now, amount=20_000)
     for n, amount in enumerate((15_000, 4_999)):
         case = take_payment(
@@ -513,3 +521,115 @@ def test_the_state_shows_the_next_step_that_will_really_happen() -> None:
     # The DPD 7 call and DPD 14 call will be stopped: the next step that runs is a
     # reminder of the next due date (disputes let those go out).
     assert view.next_action is not None and view.next_action.kind is K.REMINDER
+
+
+# --- Found by review (each failed before its fix) ----------------------------------------
+
+
+def test_a_payment_made_on_the_promised_date_and_reported_after_midnight_keeps_it() -> None:
+    now = dpd(5, 12)
+    case = promise(at(make_case(), now), now, amount=10_000, by=2)  # promised for DPD 7
+    case = reconcile(case, dpd(8))  # the workflow wakes at midnight: broken
+    assert case.promises[0].status is PromiseStatus.BROKEN
+    case = pay(case, "pay", 10_000, dpd(8, 0, 5), paid_at=dpd(7, 23, 50))
+    assert case.promises[0].status is PromiseStatus.KEPT
+    assert broken_promises(case) == 0
+
+
+def test_a_payment_made_after_the_promised_date_does_not_keep_it() -> None:
+    now = dpd(5, 12)
+    case = promise(at(make_case(), now), now, amount=10_000, by=2)
+    case = reconcile(case, dpd(7, 23, 59))  # not yet lapsed when the payment is handled
+    case = pay(case, "pay", 10_000, dpd(8, 0, 0) + timedelta(seconds=30))
+    assert reconcile(case, dpd(8, 1)).promises[0].status is PromiseStatus.BROKEN
+
+
+def test_a_promise_entered_late_counts_the_payments_made_since_it_was_made() -> None:
+    case = pay(at(make_case(), dpd(5, 15)), "pay", 10_000, dpd(6, 11))
+    entered = dpd(8, 12)
+    taken = desk.record_promise(
+        reconcile(case, entered),
+        promise_id="P-late",
+        amount=10_000,
+        promised_date=day(6),
+        agent_id="agent-1",
+        made_at=dpd(5, 15),
+        now=entered,
+    )
+    assert taken.status == "kept"
+
+
+def test_a_backdated_logged_call_keeps_the_seven_day_cap() -> None:
+    now = dpd(20, 20)
+    case = at(make_case(), dpd(20, 19)).model_copy(update={"call_log": []})
+    for n in range(7):  # one call a day, DPD 14 ... 20 at 10:00
+        case = log(case, now, f"c{n}", dpd(14 + n, 10), result=ContactResult.NO_ANSWER).case
+    with pytest.raises(CaseError, match="with the calls made since") as exc:
+        log(case, now, "c-late", dpd(14, 9), result=ContactResult.NO_ANSWER)
+    assert exc.value.field == "at"
+
+
+def test_a_second_delinquency_held_by_a_dispute_is_still_noticed_and_reported() -> None:
+    case, _, now = drive(make_case(), local(date(2024, 1, 15), 10), dpd(20, 12))
+    assert case.credit_reported
+    case = pay(case, "cure", overdue_amount(case, day(20)), now)
+    due2 = date(2024, 3, 15)
+    opened = local(due2 + timedelta(days=2), 12)
+    case, _, _ = drive(case, now, opened)
+    case = dispute(reconcile(case, opened), opened)
+    assert case.episode is not None and case.episode.number == 2
+    resolved_at = local(due2 + timedelta(days=20), 12)
+    case, _, _ = drive(case, opened, resolved_at)
+    case = desk.resolve_dispute(
+        case, dispute_id="D-1", outcome=DisputeOutcome.REJECTED, resolved_by="ops", now=resolved_at
+    ).case
+    _, log_after = run(case, resolved_at, local(due2 + timedelta(days=45), 12))
+    kinds = [e.action.kind for e in log_after if e.action.held_by is None]
+    assert K.CREDIT_NOTICE in kinds and K.CREDIT_REPORT in kinds
+
+
+def test_a_case_waiting_in_the_queue_gets_no_agent_while_a_dispute_is_open() -> None:
+    def queued(action: Any) -> Outcome:
+        return Outcome(agent_id=None) if action.kind is K.ASSIGN_AGENT else Outcome()
+
+    case, _, now = drive(make_case(), local(date(2024, 1, 15), 10), dpd(32, 12), outcome=queued)
+    assert case.agent_requested and case.assigned_agent is None
+    case = dispute(reconcile(case, now), now)
+    case, _ = run(case, now, dpd(40, 12))  # an agent would be free now
+    assert case.assigned_agent is None
+    case = desk.resolve_dispute(
+        case, dispute_id="D-1", outcome=DisputeOutcome.REJECTED, resolved_by="o", now=dpd(40, 12)
+    ).case
+    case, _ = run(case, dpd(40, 12), dpd(42, 12))
+    assert case.assigned_agent == "agent-7"  # picked up once the dispute is over
+
+
+def test_a_dispute_open_at_payoff_is_still_escalated_and_can_be_resolved() -> None:
+    now = dpd(10, 12)
+    case = dispute(at(make_case(), now), now)
+    case = pay(case, "all", outstanding(case, day(10)).total, now)
+    assert case.closed
+    action = next_action(case, case.policy, now)
+    assert action is not None and action.kind is K.DISPUTE_OVERDUE and action.at == now + timedelta(days=20)
+    resolved = desk.resolve_dispute(
+        case, dispute_id="D-1", outcome=DisputeOutcome.UPHELD, resolved_by="ops", now=now
+    )
+    assert resolved.status == "upheld" and next_action(resolved.case, case.policy, now) is None
+
+
+def test_a_promise_whose_loan_is_cured_by_an_extension_is_cancelled_not_kept() -> None:
+    now = dpd(5, 12)
+    case = promise(at(make_case(), now), now, amount=50_000, by=3)
+    extended = take_restructuring(
+        case,
+        restructuring_id="X",
+        kind=RestructuringKind.EXTENSION,
+        approved_by="a",
+        approval_ref="r",
+        extension_days=10,
+        new_term_months=None,
+        waive_penalty=False,
+        waive_amount=None,
+        now=now,
+    ).case
+    assert extended.promises[0].status is PromiseStatus.CANCELLED and broken_promises(extended) == 0

@@ -12,7 +12,9 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
-from temporalio.client import WorkflowHandle, WorkflowUpdateFailedError
+from temporalio.api.common.v1 import WorkflowExecution
+from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
+from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -51,6 +53,16 @@ def audit(db: Engine, loan_id: str, event: str) -> list[AuditLog]:
     with Session(db) as s:
         rows = s.exec(select(AuditLog).where(AuditLog.loan_id == loan_id, AuditLog.event == event))
         return list(rows)
+
+
+async def execution_status(env: WorkflowEnvironment, handle: Handle) -> int:
+    """The raw describe: the SDK's typed describe cannot decode a Datetime search
+    attribute from the time-skipping server (TEMPORAL_NOTES.md)."""
+    request = DescribeWorkflowExecutionRequest(
+        namespace=env.client.namespace, execution=WorkflowExecution(workflow_id=handle.id)
+    )
+    described = await env.client.workflow_service.describe_workflow_execution(request)
+    return int(described.workflow_execution_info.status)
 
 
 def local_at(day: date, hour: int, minute: int = 0) -> str:
@@ -361,3 +373,30 @@ async def test_a_desk_signal_in_the_first_workflow_task_is_applied(
     assert [d.dispute_id for d in view.disputes] == ["D-1"]
     assert view.hold is not None and view.hold.reason == "DISPUTE"
     assert audit(wf_db, start.loan_id, "rejected") == []
+
+
+async def test_a_loan_paid_off_under_dispute_stays_open_until_the_dispute_is_resolved(
+    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
+) -> None:
+    """Found by review: the run completed at payoff and the dispute could never be
+    resolved (its row stayed open for ever)."""
+    seed(wf_db)
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        handle, due1 = await overdue_loan(ts_env, task_queue, dpd=10)
+        await desk(handle, contract.OPEN_DISPUTE, dispute_id="D-1", reason="amount", opened_by="ops")
+        total = (await state(handle)).outstanding.total
+        await handle.execute_update(LoanCollection.record_payment, PaymentIn(payment_id="all", amount=total))
+        await sleep_until_local(ts_env, due1 + timedelta(days=35))  # past the 20-day deadline
+        paid = await state(handle)
+        running = await execution_status(ts_env, handle)
+        resolved = await desk(
+            handle, contract.RESOLVE_DISPUTE, dispute_id="D-1", outcome="upheld", resolved_by="ops-2"
+        )
+        final = await handle.result()
+        loan_id = paid.loan_id
+
+    assert paid.closed and paid.stage == "PAID_OFF" and paid.hold is not None
+    assert running == WorkflowExecutionStatus.RUNNING.value
+    assert paid.disputes[0].escalated and len(audit(wf_db, loan_id, "dispute_overdue")) == 1
+    assert resolved.status == "upheld" and resolved.hold is None
+    assert final.closed and [d.status for d in final.disputes] == ["upheld"]

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.onboarding import open_case
     from domain.planner import Outcome, PlannedAction, next_action, reconcile, record_outcome
     from domain.policy import Policy, PolicyError, load_policy
+    from domain.protections import open_disputes
     from domain.schedule import TermsError
     from models import actions, contract, messages, search
     from models.messages import PAYMENT, RESTRUCTURING, Intake, Undecodable
@@ -110,7 +111,13 @@ class LoanCollection:
             await self._write_down(now)
             action = next_action(self._case, self._case.policy, now)
             if action is None:
-                break  # closed, nothing owed
+                if not open_disputes(self._case):
+                    break  # closed, nothing owed
+                # Paid off with a dispute still open: it is still heard; the run waits for
+                # its resolution.
+                self._publish(now)
+                await workflow.wait_condition(lambda: self.changed)
+                continue
             if workflow.info().is_continue_as_new_suggested():
                 await self._settle()
                 workflow.continue_as_new(CarriedCase(start=self._start, case=self._case))
