@@ -184,6 +184,10 @@ async def test_agent_cases_in_the_web_ui(ui_stack: UIStack) -> None:
     # list page's own query included (one query's answer says nothing of another's).
     await _wait_listed(ui_stack, f'{stage_query} AND AssignedAgent="agent-ui"', agent_wid)
     await _wait_listed(ui_stack, stage_query, agent_wid)
+    # The borrower disputes the debt: the case shows the hold (contract part 2).
+    await _cli(ui_stack, "dispute", "open", agent_id, "--id", "D-UI", "--reason", "amount", "--by", "agent-ui")
+    hold_query = 'CollectionHold="DISPUTE"'
+    await _wait_listed(ui_stack, hold_query, agent_wid)
 
     ARTIFACTS.mkdir(exist_ok=True)
     async with async_playwright() as pw:
@@ -212,6 +216,7 @@ async def test_agent_cases_in_the_web_ui(ui_stack: UIStack) -> None:
                 "18.00% a year (1800 bps)",  # details
                 f"Loan {agent_id}: AGENT",  # current details
                 "agent-ui",
+                "DISPUTE D-UI (until resolved)",  # the hold, in the current details
             )
             assert "Days past due" in shown and "40" in shown
             await page.screenshot(path=str(ARTIFACTS / "ui-loan-user-metadata.png"), full_page=True)
@@ -220,6 +225,7 @@ async def test_agent_cases_in_the_web_ui(ui_stack: UIStack) -> None:
             await page.get_by_role("tab", name="Search Attributes").click()
             await expect(page.get_by_text('"CollectionStage": "AGENT"').first).to_be_visible()
             await expect(page.get_by_text('"DaysPastDue": 40').first).to_be_visible()
+            await expect(page.get_by_text('"CollectionHold": "DISPUTE"').first).to_be_visible()
             await page.screenshot(path=str(ARTIFACTS / "ui-loan-search-attributes.png"), full_page=True)
         finally:
             await browser.close()
