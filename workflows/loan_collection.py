@@ -36,23 +36,19 @@ with workflow.unsafe.imports_passed_through():
     from models.views import (
         case_view,
         details_markdown,
-        projection,
-        projection_fingerprint,
         query_time,
         search_values,
     )
     from models.wire import (
-        AuditEvent,
         CarriedCase,
-        CaseEvents,
         CaseView,
         DeskResult,
         LoanStart,
-        PaymentBooking,
         PaymentResult,
         PolicyRequest,
         ScheduleSummary,
     )
+    from workflows.books import Books
     from workflows.support import ActivityFailed, Backoff, decode_start, typed_update
 
 M = TypeVar("M", bound=BaseModel)
@@ -82,16 +78,12 @@ class LoanCollection:
         # None until run() has opened the case (a new loan: after its policy is loaded).
         self.case: Case | None = carried
         self.changed = False  # a message changed the case: cut the current wait short
-        self.journal: list[AuditEvent] = []  # audit entries not yet written down
-        self.audit_seq = 0  # audit entries made by this run (part of their keys)
-        self.bookings: list[PaymentBooking] = []  # payments not yet booked
+        self.books = Books()  # what is still to be written down, and what was last written
         self.published: dict[str, object] = {}  # search attributes as last upserted
-        self.synced: object = None  # fingerprint of the projection last written
         self.last_stage: CollectionStage | None = None
         self.loan_recorded = carried is not None  # record_loan done (a continued run: long ago)
         self.write_retry = Backoff()  # writing down (record_loan, record_case_events) failed
         self.act_retry = Backoff()  # a planned step's activity failed
-        self.desk_written: dict[str, object] = {}  # desk records as last written, by key
 
     # --- The story of a loan ------------------------------------------------------------
 
@@ -195,7 +187,7 @@ class LoanCollection:
             )
 
     def _unwritten(self) -> bool:
-        return bool(self.bookings or self.journal or not self.loan_recorded or self.write_retry.until)
+        return bool(self.books.queued or not self.loan_recorded or self.write_retry.until)
 
     async def _settle(self) -> None:
         """Write everything down before the run ends. A message handled while the last
@@ -310,28 +302,15 @@ class LoanCollection:
         self._audit("activity_failed", f"{activity} failed: {error}{then}", f"activity:{activity}")
 
     def _audit(self, event: str, detail: str, source: str, once_per: str | None = None) -> None:
-        """`once_per`: the message id of an event that happens once per id (a payment or a
-        restructuring applied): its key is the id, so a message handled again after a
-        worker died mid-task (redelivered at another workflow time) is written once."""
+        """An audit entry, written down with the next batch (see Books.audit)."""
         # Clipped: what a caller sends (a huge id) must not grow the audit log or the logs.
         detail, source = clip_text(detail, LOG_MAX), clip_text(source, REF_MAX)
         workflow.logger.info("%s: %s (%s)", event, detail, source)
-        now = workflow.now()
-        # The sequence number is unique within the run (the index in the unwritten batch was
-        # not: two batches written at one workflow time collided and one entry was lost).
-        self.audit_seq += 1
-        key = (
-            f"{self._case.loan_id}/audit/{event}/{once_per}"
-            if once_per is not None
-            else f"{self._case.loan_id}/audit/{event}/{source[:64]}/{now.isoformat()}/{self.audit_seq}"
-        )
-        self.journal.append(
-            AuditEvent(key=key, loan_id=self._case.loan_id, at=now, event=event, detail=detail, source=source)
-        )
+        self.books.audit(self._case.loan_id, event, detail, source, workflow.now(), once_per)
 
     async def _write_down(self, now: datetime) -> None:
         """Write down what happened since the last time (payments, audit, the projection
-        if it changed) in one activity."""
+        and desk records if they changed) in one activity."""
         current = self._stage()
         if self.last_stage is not None and current is not self.last_stage:
             self._audit("stage", f"{self.last_stage.value} -> {current.value}", "rule:stage")
@@ -340,25 +319,16 @@ class LoanCollection:
             return  # failed lately: tried again when the backoff ends
         if not self.loan_recorded and not await self._try_record_loan(self._start, now):
             return
-        snapshot = projection(self._case, now)
-        fingerprint = projection_fingerprint(snapshot)
-        changed = fingerprint != self.synced
-        desk, desk_now = actions.desk_changes(self._case, self.desk_written)
-        if self.bookings or self.journal or changed or desk:
-            bookings, journal = self.bookings, self.journal
-            events = CaseEvents(
-                payments=bookings, audit=journal, projection=snapshot if changed else None, desk=desk or None
-            )
-            self.bookings, self.journal = [], []
-            summary = actions.events_summary(events)
+        batch = self.books.take(self._case, now)
+        if batch is not None:
+            summary = actions.events_summary(batch.events)
             try:
-                await self._local(RecordActivities.record_case_events, events, summary=summary)
+                await self._local(RecordActivities.record_case_events, batch.events, summary=summary)
             except ActivityFailed as exc:
-                # Kept queued (with anything handled meanwhile) and written once it works.
-                self.bookings, self.journal = bookings + self.bookings, journal + self.journal
+                self.books.failed(batch)
                 self._failed(exc, self.write_retry)
                 return
-            self.synced, self.desk_written = fingerprint, desk_now
+            self.books.written(batch)
         self.write_retry.ok()
 
     def _publish(self, now: datetime) -> None:
@@ -544,7 +514,7 @@ class LoanCollection:
         taken = intake.take(self._case, message, workflow.now())
         if taken.changed:
             self.case = taken.case
-            self.bookings += taken.bookings
+            self.books.book(taken.bookings)
             if taken.audit is not None:
                 self._audit(*taken.audit, source, once_per=intake.ref(message))
             self.changed = True
