@@ -1304,6 +1304,78 @@ def agents_list(ctx: typer.Context) -> int:
     return EXIT_OK
 
 
+@app.command(
+    epilog="Example: python starter.py audit DEMO-022 --event step_held --event dispute_opened",
+)
+def audit(
+    ctx: typer.Context,
+    loan_id: Annotated[str, typer.Argument(metavar="LOAN_ID")],
+    event: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="EVENT", help="only these events (repeatable): step_held, step_delayed, promise, ..."
+        ),
+    ] = None,
+    limit: Annotated[int, typer.Option(metavar="N", help="the latest N entries")] = 200,
+    as_json: Annotated[bool, typer.Option("--json", help="print the entries as JSON lines")] = False,
+) -> int:
+    """A loan's audit log from the lender's database, oldest first: every message taken or
+    refused, every step taken, and every step a hold, a preference, the contact window or
+    a cap stopped or moved, with the rule (what compliance asks: why was this borrower not
+    called on the 14th?)."""
+    from models import repo
+
+    if limit < 1:
+        raise bad_input("--limit: must be at least 1")
+    settings = _settings(ctx)
+    wanted = event or ()
+    rows = _in_database(settings, False, lambda s: repo.audit_log(s, loan_id, events=wanted, limit=limit))
+    if as_json:
+        for r in rows:
+            line = {"at": r.at.isoformat(), "event": r.event, "detail": r.detail, "source": r.source}
+            print(json.dumps(line, ensure_ascii=False))
+        return EXIT_OK
+    if not rows:
+        print(f"no audit entries for loan {loan_id} in {settings.database_url}")
+        return EXIT_OK
+    t = table("AT (UTC)", "EVENT", "DETAIL", "SOURCE")
+    for r in rows:
+        t.add_row(r.at.strftime("%Y-%m-%d %H:%M"), r.event, r.detail, r.source)
+    console().print(t)
+    return EXIT_OK
+
+
+@app.command(epilog="Example: python starter.py tasks --agent agent-li")
+def tasks(
+    ctx: typer.Context,
+    agent: Annotated[str | None, typer.Option(metavar="AGENT_ID", help="this collector's tasks")] = None,
+    queue: Annotated[bool, typer.Option("--queue", help="only the tasks no collector holds")] = False,
+) -> int:
+    """Open case tasks from the lender's database: a dispute left open past its response
+    deadline (`dispute_overdue`) and a hardship that ended (`hardship_review`)."""
+    from models import repo
+
+    if agent is not None and queue:
+        raise bad_input("--agent/--queue: give one of them, not both")
+    rows = _in_database(_settings(ctx), False, lambda s: repo.open_case_tasks(s, agent, unassigned=queue))
+    if not rows:
+        print("no open case tasks")
+        return EXIT_OK
+    t = table("FILED (UTC)", "LOAN", "TASK", "AGENT", "DPD", "OVERDUE", "DETAIL", right={4, 5})
+    for r in rows:
+        t.add_row(
+            r.at.strftime("%Y-%m-%d %H:%M"),
+            r.loan_id,
+            r.kind,
+            r.agent_id or "(queue)",
+            str(r.days_past_due),
+            _money(r.overdue, r.currency),
+            r.detail,
+        )
+    console().print(t)
+    return EXIT_OK
+
+
 @agents_app.command("deactivate")
 def agents_deactivate(ctx: typer.Context, agent_id: Annotated[str, typer.Argument(metavar="ID")]) -> int:
     """Deactivate an agent: its open cases go to other agents or the unassigned queue."""

@@ -36,6 +36,7 @@ from sqlmodel import Session, SQLModel, col, func, select
 from models.tables import (
     Agent,
     Assignment,
+    AuditLog,
     Borrower,
     BorrowerCreate,
     CaseTask,
@@ -355,6 +356,20 @@ def open_case_tasks(
     elif unassigned:
         stmt = stmt.where(col(CaseTask.agent_id).is_(None))
     return list(session.exec(stmt.order_by(col(CaseTask.at), col(CaseTask.id))).all())
+
+
+def audit_log(
+    session: Session, loan_id: str, *, events: Sequence[str] = (), limit: int = 1000
+) -> list[AuditLog]:
+    """A loan's audit log, oldest first (the latest `limit` entries), optionally only the
+    given events: what a compliance officer reads to answer "why was this borrower not
+    called on the 14th?" (`step_held`, `step_delayed`)."""
+    _require(loan_id, "loan_id")
+    stmt = select(AuditLog).where(col(AuditLog.loan_id) == loan_id)
+    if events:
+        stmt = stmt.where(col(AuditLog.event).in_(list(events)))
+    rows = session.exec(stmt.order_by(col(AuditLog.at).desc(), col(AuditLog.id).desc()).limit(limit)).all()
+    return list(reversed(rows))
 
 
 def count_rows(session: Session, table: type, **where: object) -> int:

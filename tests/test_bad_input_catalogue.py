@@ -769,6 +769,139 @@ CLI: list[Cmd] = [
     ),
 ]
 
+# The collector's desk commands (contract part 2).
+PROMISE_CMD = ["promise", "{loan}", "--id", "PR-cli", "--agent", "agent-1"]
+SOON = (TODAY + timedelta(days=3)).isoformat()
+CLI += [
+    Cmd("promise-amount-0", [*PROMISE_CMD, "--amount", "0", "--date", SOON], 2, "--amount"),
+    Cmd("promise-amount-above-payoff", [*PROMISE_CMD, "--amount", "99999999", "--date", SOON], 1, "amount:"),
+    Cmd("promise-date-not-a-date", [*PROMISE_CMD, "--amount", "100", "--date", "friday"], 2, "--date"),
+    Cmd(
+        "promise-date-too-far",
+        [*PROMISE_CMD, "--amount", "100", "--date", (TODAY + timedelta(days=9)).isoformat()],
+        1,
+        "promised_date:",
+    ),
+    Cmd(
+        "promise-id-newline",
+        ["promise", "{loan}", "--id", "P\n1", "--agent", "a", "--amount", "1", "--date", SOON],
+        2,
+        "--id",
+    ),
+    Cmd(
+        "promise-unknown-loan",
+        [*PROMISE_CMD[:1], "NO-SUCH-LOAN", *PROMISE_CMD[2:], "--amount", "1", "--date", SOON],
+        1,
+        "unknown loan NO-SUCH-LOAN",
+    ),
+    Cmd(
+        "dispute-reason-unknown",
+        ["dispute", "open", "{loan}", "--id", "D-cli", "--reason", "bored", "--by", "ops"],
+        2,
+        "--reason",
+    ),
+    Cmd(
+        "dispute-by-blank",
+        ["dispute", "open", "{loan}", "--id", "D-cli", "--reason", "amount", "--by", " "],
+        2,
+        "--by",
+    ),
+    Cmd(
+        "dispute-resolve-unknown",
+        ["dispute", "resolve", "{loan}", "--id", "D-none", "--outcome", "upheld", "--by", "ops"],
+        1,
+        "dispute_id:",
+    ),
+    Cmd(
+        "dispute-outcome-unknown",
+        ["dispute", "resolve", "{loan}", "--id", "D-none", "--outcome", "maybe", "--by", "ops"],
+        2,
+        "--outcome",
+    ),
+    Cmd(
+        "hardship-until-too-far",
+        [
+            "hardship",
+            "start",
+            "{loan}",
+            "--id",
+            "H-cli",
+            "--reason",
+            "illness",
+            "--until",
+            (TODAY + timedelta(days=120)).isoformat(),
+            "--approved-by",
+            "s",
+            "--approval-ref",
+            "A",
+        ],
+        1,
+        "until:",
+    ),
+    Cmd(
+        "hardship-end-unknown",
+        ["hardship", "end", "{loan}", "--id", "H-none", "--by", "ops"],
+        1,
+        "hardship_id:",
+    ),
+    Cmd(
+        "preferences-fax",
+        ["preferences", "{loan}", "--id", "PF-cli", "--channels", "fax", "--by", "a"],
+        2,
+        "--channels",
+    ),
+    Cmd(
+        "log-contact-at-night",
+        [
+            "log-contact",
+            "{loan}",
+            "--id",
+            "C-cli",
+            "--agent",
+            "a",
+            "--channel",
+            "voice",
+            "--result",
+            "reached",
+            "--at",
+            at(TODAY - timedelta(days=1), 23),
+        ],
+        1,
+        "at:",
+    ),
+    Cmd(
+        "log-contact-visit-alone",
+        [
+            "log-contact",
+            "{loan}",
+            "--id",
+            "C-cli",
+            "--agent",
+            "a",
+            "--channel",
+            "field_visit",
+            "--result",
+            "reached",
+            "--at",
+            at(TODAY - timedelta(days=1)),
+        ],
+        1,
+        "agent_ids:",
+    ),
+    Cmd(
+        "log-contact-result-unknown",
+        ["log-contact", "{loan}", "--id", "C-cli", "--agent", "a", "--channel", "voice", "--result", "maybe"],
+        2,
+        "--result",
+    ),
+    Cmd(
+        "promise-closed-loan",
+        [*PROMISE_CMD[:1], "{closed}", *PROMISE_CMD[2:], "--amount", "1", "--date", SOON],
+        1,
+        "loan {closed} is closed",
+    ),
+]
+
 
 def disburse_file(tmp: Path, spec: str) -> str:
     """`{file:key=value}`: a JSON lines file of a good record and one with key=value."""

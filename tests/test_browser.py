@@ -185,7 +185,8 @@ async def test_agent_cases_in_the_web_ui(ui_stack: UIStack) -> None:
     await _wait_listed(ui_stack, f'{stage_query} AND AssignedAgent="agent-ui"', agent_wid)
     await _wait_listed(ui_stack, stage_query, agent_wid)
     # The borrower disputes the debt: the case shows the hold (contract part 2).
-    await _cli(ui_stack, "dispute", "open", agent_id, "--id", "D-UI", "--reason", "amount", "--by", "agent-ui")
+    dispute = ["dispute", "open", agent_id, "--id", "D-UI", "--reason", "amount", "--by", "agent-ui"]
+    await _cli(ui_stack, *dispute)
     hold_query = 'CollectionHold="DISPUTE"'
     await _wait_listed(ui_stack, hold_query, agent_wid)
 

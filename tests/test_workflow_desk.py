@@ -5,6 +5,7 @@ contact preferences, and the contact log as a compliance gate."""
 
 from __future__ import annotations
 
+import json
 from datetime import date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -18,9 +19,11 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowU
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
+import starter
 from models import contract
 from models.tables import Assignment, AuditLog, ContactAttempt, CreditBureauRecord
 from models.wire import CaseView, DeskResult, PaymentIn
+from settings import Settings
 from tests.conftest import running_worker
 from tests.loans import STARTED, loan_start, local_today, sleep_until_local, start_loan, state
 from tests.test_workflow_ladder import seed
@@ -400,3 +403,29 @@ async def test_a_loan_paid_off_under_dispute_stays_open_until_the_dispute_is_res
     assert paid.disputes[0].escalated and len(audit(wf_db, loan_id, "dispute_overdue")) == 1
     assert resolved.status == "upheld" and resolved.hold is None
     assert final.closed and [d.status for d in final.disputes] == ["upheld"]
+
+
+async def test_compliance_reads_why_a_call_did_not_happen_and_collectors_their_tasks(
+    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`starter.py audit LOAN --event step_held` answers "why was this borrower not called
+    on the 14th?"; `starter.py tasks --queue` lists the dispute left open too long."""
+    seed(wf_db)
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        handle, due1 = await overdue_loan(ts_env, task_queue, dpd=5)
+        await desk(handle, contract.OPEN_DISPUTE, dispute_id="D-9", reason="identity", opened_by="ops")
+        await sleep_until_local(ts_env, due1 + timedelta(days=26))
+        loan_id = (await state(handle)).loan_id
+    settings = Settings(database_url=wf_db.url.render_as_string(hide_password=False))
+    capsys.readouterr()
+    assert await starter.amain(["audit", loan_id, "--event", "step_held", "--json"], settings=settings) == 0
+    held = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert await starter.amain(["tasks", "--queue"], settings=settings) == 0
+    listed_tasks = capsys.readouterr().out
+
+    day14 = next(e for e in held if e["detail"].startswith("DPD 14: voice call"))
+    assert (
+        day14["detail"].endswith("stopped by hold:DISPUTE D-9") and day14["source"] == "rule:hold:DISPUTE D-9"
+    )
+    assert datetime.fromisoformat(day14["at"]).astimezone(TZ).date() == due1 + timedelta(days=14)
+    assert loan_id in listed_tasks and "dispute_overdue" in listed_tasks and "(queue)" in listed_tasks
