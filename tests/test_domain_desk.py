@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from domain import desk
-from domain.case import CallAttempt, Case
+from domain.case import CallAttempt, Case, Hardship
 from domain.enums import (
     ActionKind,
     Channel,
@@ -633,3 +633,101 @@ def test_a_promise_whose_loan_is_cured_by_an_extension_is_cancelled_not_kept() -
         now=now,
     ).case
     assert extended.promises[0].status is PromiseStatus.CANCELLED and broken_promises(extended) == 0
+
+
+# --- Edges of the rules --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("made_at", "match"),
+    [
+        (datetime(2024, 2, 19, 10), "must carry a UTC offset"),
+        (dpd(8, 12), "is in the future"),
+    ],
+)
+def test_when_a_promise_was_made_must_be_a_real_past_moment(made_at: datetime, match: str) -> None:
+    now = dpd(5, 12)
+    with pytest.raises(CaseError, match=match) as exc:
+        promise(at(make_case(), now), now, made_at=made_at)
+    assert exc.value.field == "made_at"
+
+
+def test_nothing_is_dated_before_the_loan_was_disbursed() -> None:
+    case = make_case(disbursed=date(2024, 2, 10), first_due=date(2024, 2, 12))
+    now = local(date(2024, 2, 16), 12)
+    with pytest.raises(CaseError, match="before the loan was disbursed") as exc:
+        dispute(at(case, now), now, opened_at=local(date(2024, 2, 9), 12))
+    assert exc.value.field == "opened_at"
+
+
+def test_desk_messages_on_a_paid_off_loan_are_refused_naming_the_loan() -> None:
+    now = dpd(5, 12)
+    case = at(make_case(), now)
+    closed = pay(case, "all", outstanding(case, day(5)).total, now)
+    assert closed.closed
+    with pytest.raises(CaseError, match="is closed") as exc:
+        dispute(closed, now)
+    assert exc.value.field == "loan_id"
+
+
+def test_the_desk_refuses_empty_channel_and_collector_lists_itself() -> None:
+    """The wire types refuse them first; the rules do not rely on it."""
+    now = dpd(5, 12)
+    case = at(make_case(), now)
+    with pytest.raises(CaseError) as channels:
+        desk.set_contact_preferences(case, preference_id="p", channels=[], set_by="a", now=now)
+    with pytest.raises(CaseError) as agents:
+        log(case, now, "c", dpd(5, 10), agent_ids=[])
+    assert (channels.value.field, agents.value.field) == ("channels", "agent_ids")
+
+
+def test_a_push_message_the_borrower_refused_is_stopped_not_redirected() -> None:
+    now = dpd(5, 12)
+    case = desk.set_contact_preferences(
+        at(make_case(), now), preference_id="pf", channels=[Channel.SMS], set_by="a", now=now
+    ).case
+    assert route(case, K.REMINDER, Channel.PUSH) is None
+
+
+def test_a_broken_promise_sms_stopped_by_a_dispute_is_written_down_once() -> None:
+    now = dpd(5, 12)
+    case = promise(at(make_case(), now), now, by=1)
+    case = dispute(case, dpd(6, 12))
+    case, log_ = run(case, dpd(6, 12), dpd(9, 12))
+    stopped = [e for e in log_ if e.action.kind is K.BROKEN_PROMISE]
+    assert [e.action.held_by for e in stopped] == ["hold:DISPUTE D-1"]
+    assert case.promises[0].notified  # not sent, and never sent later
+
+
+def test_recording_a_stopped_step_twice_changes_nothing() -> None:
+    now = dpd(6, 12)
+    case = dispute(at(make_case(), now), now)
+    action = next_action(case, case.policy, dpd(7, 10))
+    assert action is not None and action.held_by is not None
+    once = record_outcome(case, action, Outcome(delivered=False), dpd(7, 10))
+    assert record_outcome(once, action, Outcome(delivered=False), dpd(7, 10)) == once
+
+
+def test_a_held_step_owed_after_a_hold_is_not_stopped_twice_by_a_later_one() -> None:
+    """The report held by a dispute is owed after it (10 days after the notice the
+    resumption sends), but a hold already known to stand on that day does not make it a
+    second stopped step (defensive: holds begin on the day they are taken)."""
+    case = dispute(at(make_case(), dpd(2, 12)), dpd(2, 12))
+    case, _ = run(case, dpd(2, 12), dpd(20, 12))
+    case = desk.resolve_dispute(
+        case, dispute_id="D-1", outcome=DisputeOutcome.REJECTED, resolved_by="o", now=dpd(20, 12)
+    ).case
+    case, _ = run(case, dpd(20, 12), dpd(21, 12))  # the notice goes out: the report is owed at DPD 30
+    report = next(a for a in plan(case, case.policy, dpd(21, 12)) if a.step_id == "dpd-15-credit-report")
+    assert as_local(report.at).date() == day(30) and report.held_by is None
+    later = Hardship(
+        hardship_id="H-later",
+        reason=HardshipReason.OTHER,
+        starts_on=day(25),
+        until=day(40),
+        approved_by="s",
+        approval_ref="r",
+        approved_at=dpd(21, 12),
+    )
+    case = case.model_copy(update={"hardships": [later]})
+    assert "dpd-15-credit-report" not in [a.step_id for a in plan(case, case.policy, dpd(21, 12))]
