@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 
-from domain.calendar import in_contact_window, local_date, zone
+from domain.calendar import in_contact_window, local_date, start_of_day, zone
 from domain.case import CallAttempt, Case, Dispute, Hardship, LoggedContact, Preferences, Promise
 from domain.enums import (
     Channel,
@@ -131,6 +131,23 @@ def record_promise(
     payoff = outstanding(case, today_for(case, now)).total
     if amount > payoff:
         raise CaseError("amount", f"{amount} is above the payoff amount {payoff}")
+    # A payment counts toward one promise only: a promise entered after the fact cannot
+    # reach back before the previous promise of this delinquency ended, nor before the
+    # loan was overdue (found by review).
+    floor = max(
+        [start_of_day(case.episode.anchor_due + timedelta(days=1), case.timezone)]
+        + [
+            p.settled_at
+            for p in case.promises
+            if p.episode == case.episode.number and p.settled_at is not None
+        ]
+    )
+    if made < floor:
+        raise CaseError(
+            "made_at",
+            f"{made.isoformat()} is before {floor.isoformat()}, when the previous promise of this "
+            "delinquency ended or the loan fell overdue: a payment counts toward one promise only",
+        )
     first = local_date(made, case.timezone)
     last = first + timedelta(days=policy.max_promise_days)
     if not first <= promised_date <= last:

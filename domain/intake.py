@@ -17,7 +17,7 @@ from domain.case import ActivityFailure, Case, Components, PaymentMark, Rejectio
 from domain.enums import RestructuringKind
 from domain.ledger import CaseError, apply_payment, outstanding, payment_date, today_for
 from domain.planner import reconcile
-from domain.protections import note_payment
+from domain.protections import lapse, note_payment
 from domain.restructure import already_applied, restructure
 
 # Refused signals kept on the case (the audit log keeps them all), each bounded: a caller
@@ -75,6 +75,10 @@ def take_payment(
     if payment_id in case.payments:
         return PaymentTaken(case, case.payments[payment_id], None, duplicate=True)
     counts_at = payment_date(case, paid_at or now, now)
+    # Promises lapse first, as at the midnight the workflow may not have woken for yet (a
+    # worker down overnight): a late payment must find an overdue promise broken, not
+    # cancel it by curing the loan (found by review).
+    case = lapse(case, now)
     case, allocation = apply_payment(case, amount, counts_at)
     case = case.model_copy(update={"payments": {**case.payments, payment_id: allocation}})
     case = note_payment(case, amount, counts_at, now)  # toward the promise it was made for

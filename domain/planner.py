@@ -180,9 +180,14 @@ def call_allowed_at(policy: Policy, tz: str, log: list[CallAttempt], instant: da
     return at  # pragma: no cover - caps are positive, so deferral converges
 
 
+CALL_LOG_KEPT = timedelta(days=15)
+
+
 def trim_call_log(log: list[CallAttempt], now: datetime) -> list[CallAttempt]:
-    """Only the last 8 days matter to the caps; keep history small."""
-    return [c for c in log if c.at > now - timedelta(days=8)]
+    """Keep what the caps can still ask about: a call logged up to 7 days late is checked
+    against the 7 days before it (found by review: 8 days were too few); keep history
+    small."""
+    return [c for c in log if c.at > now - CALL_LOG_KEPT]
 
 
 # --- Planning -------------------------------------------------------------------------

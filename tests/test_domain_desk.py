@@ -731,3 +731,51 @@ def test_a_held_step_owed_after_a_hold_is_not_stopped_twice_by_a_later_one() -> 
     )
     case = case.model_copy(update={"hardships": [later]})
     assert "dpd-15-credit-report" not in [a.step_id for a in plan(case, case.policy, dpd(21, 12))]
+
+
+# --- Found by the second review (each failed before its fix) -------------------------------
+
+
+@pytest.mark.parametrize("first_kept", [True, False])
+def test_a_promise_entered_late_cannot_reach_back_into_an_earlier_one(first_kept: bool) -> None:
+    case = promise(
+        at(make_case(), dpd(5, 10)), dpd(5, 10), "P-1", amount=10_000 if first_kept else 20_000, by=3
+    )
+    case = pay(case, "PAY-1", 10_000, dpd(6, 10))
+    entered = dpd(9, 10)  # P-1 kept on DPD 6, or broken at the midnight after DPD 8
+    with pytest.raises(CaseError, match="a payment counts toward one promise only") as exc:
+        desk.record_promise(
+            reconcile(case, entered),
+            promise_id="P-2",
+            amount=10_000,
+            promised_date=day(10),
+            agent_id="agent-1",
+            made_at=dpd(6, 9),
+            now=entered,
+        )
+    assert exc.value.field == "made_at"
+
+
+def test_a_promise_cannot_be_dated_before_the_loan_fell_overdue() -> None:
+    now = dpd(3, 12)
+    with pytest.raises(CaseError, match="fell overdue") as exc:
+        promise(at(make_case(), now), now, made_at=local(date(2024, 2, 14), 12))
+    assert exc.value.field == "made_at"
+
+
+def test_a_call_logged_a_week_late_is_checked_against_the_calls_of_that_week() -> None:
+    case = at(make_case(), dpd(20, 9))
+    times = [dpd(20, 10), dpd(20, 11), dpd(21, 10), dpd(21, 11), dpd(22, 10), dpd(22, 11), dpd(23, 10)]
+    for n, t in enumerate(times):
+        case = log(case, t, f"C-{n}", t, result=ContactResult.NO_ANSWER).case
+    case = log(case, dpd(29, 10), "C-7", dpd(29, 10), result=ContactResult.NO_ANSWER).case  # a week later
+    with pytest.raises(CaseError, match="over the call caps"):
+        log(case, dpd(30, 10), "C-late", dpd(23, 10, 30), result=ContactResult.NO_ANSWER)
+
+
+def test_a_late_curing_payment_finds_the_overdue_promise_broken_whether_or_not_the_workflow_woke() -> None:
+    case = promise(at(make_case(), dpd(5, 10)), dpd(5, 10), "P-1", amount=10_000, by=1)  # for DPD 6
+    owed = overdue_amount(case, day(8))
+    asleep = pay(case, "PAY-1", owed + 5_000, dpd(8, 9))  # no wake since DPD 5 (a worker down)
+    woke = pay(reconcile(case, dpd(8, 0, 1)), "PAY-1", owed + 5_000, dpd(8, 9))
+    assert asleep.promises[0].status is woke.promises[0].status is PromiseStatus.BROKEN
