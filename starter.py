@@ -913,7 +913,16 @@ async def promise(
     day = date_arg(promised_date, "--date")
     when = instant_arg(made_at, "--made-at")
     with wire_input("promise", PROMISE_OPTIONS):
-        msg = PromiseIn(promise_id=promise_id, amount=value, promised_date=day, agent_id=agent, made_at=when)
+        # The currency the amount was read in: the workflow refuses it for a loan in
+        # another currency rather than record a promise 100x off (as `pay` does).
+        msg = PromiseIn(
+            promise_id=promise_id,
+            amount=value,
+            promised_date=day,
+            agent_id=agent,
+            made_at=when,
+            currency=currency,
+        )
     detail = f"{_money(msg.amount, currency)} {currency} by {msg.promised_date.isoformat()}"
     return await send_desk(
         ctx,

@@ -100,6 +100,7 @@ def record_promise(
     agent_id: str,
     made_at: datetime | None,
     now: datetime,
+    currency: str | None = None,
 ) -> DeskTaken:
     """Only while something is overdue, one open promise at a time, and not after
     `max_broken_promises` were broken in this delinquency episode. A promise entered
@@ -126,6 +127,8 @@ def record_promise(
             f"{broken} promises broken in this delinquency episode (max_broken_promises = "
             f"{policy.max_broken_promises}): no new promise until the loan is cured",
         )
+    if currency is not None and currency != case.currency:
+        raise CaseError("currency", f"{currency} is not the loan's currency {case.currency}")
     if isinstance(amount, bool) or amount <= 0:
         raise CaseError("amount", f"must be an integer > 0 in minor units (got {amount})")
     payoff = outstanding(case, today_for(case, now)).total

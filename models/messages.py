@@ -265,6 +265,7 @@ PROMISE: Intake[PromiseIn, DeskResult] = _desk_intake(
         agent_id=m.agent_id,
         made_at=m.made_at,
         now=now,
+        currency=m.currency,
     ),
 )
 DISPUTE_OPEN: Intake[DisputeOpenIn, DeskResult] = _desk_intake(

@@ -188,6 +188,9 @@ class PromiseIn(Wire):
     # An addition to DESIGN.md: when the promise was made, if it is entered later (a
     # call logged after the fact); at most max_promise_days back. Default: now.
     made_at: Instant | None = None
+    # An addition to DESIGN.md, as for payments: the currency the amount was read in; when
+    # given it must be the loan's (an amount typed in CNY for a JPY loan is 100x off).
+    currency: Code | None = None
 
 
 class DisputeOpenIn(Wire):

@@ -440,6 +440,7 @@ DESK_RAW: list[Raw] = [
     Raw("date-not-a-date", "promise", promise(promised_date="friday"), "promised_date"),
     Raw("date-a-number", "promise", promise(promised_date=20260301), "promised_date"),
     Raw("agent-blank", "promise", promise(agent_id="  "), "agent_id"),
+    Raw("currency-wrong", "promise", promise(currency="JPY"), "currency"),
     Raw("made-at-future", "promise", promise(made_at=at(TODAY + timedelta(days=2))), "made_at"),
     Raw("made-at-8-days-ago", "promise", promise(made_at=at(TODAY - timedelta(days=8))), "made_at"),
     Raw("made-at-no-offset", "promise", promise(made_at=at(TODAY, tz=None)), "made_at"),
@@ -774,6 +775,12 @@ PROMISE_CMD = ["promise", "{loan}", "--id", "PR-cli", "--agent", "agent-1"]
 SOON = (TODAY + timedelta(days=3)).isoformat()
 CLI += [
     Cmd("promise-amount-0", [*PROMISE_CMD, "--amount", "0", "--date", SOON], 2, "--amount"),
+    Cmd(
+        "promise-amount-in-another-currency",
+        [*PROMISE_CMD, "--amount", "5,000", "--currency", "JPY", "--date", SOON],
+        1,
+        "currency:",
+    ),
     Cmd("promise-amount-above-payoff", [*PROMISE_CMD, "--amount", "99999999", "--date", SOON], 1, "amount:"),
     Cmd("promise-date-not-a-date", [*PROMISE_CMD, "--amount", "100", "--date", "friday"], 2, "--date"),
     Cmd(

@@ -779,3 +779,19 @@ def test_a_late_curing_payment_finds_the_overdue_promise_broken_whether_or_not_t
     asleep = pay(case, "PAY-1", owed + 5_000, dpd(8, 9))  # no wake since DPD 5 (a worker down)
     woke = pay(reconcile(case, dpd(8, 0, 1)), "PAY-1", owed + 5_000, dpd(8, 9))
     assert asleep.promises[0].status is woke.promises[0].status is PromiseStatus.BROKEN
+
+
+def test_a_promise_read_in_another_currency_is_refused_naming_it() -> None:
+    now = dpd(5, 12)
+    with pytest.raises(CaseError, match="not the loan's currency CNY") as exc:
+        desk.record_promise(
+            at(make_case(), now),
+            promise_id="P",
+            amount=500_000,
+            promised_date=day(6),
+            agent_id="a",
+            made_at=None,
+            now=now,
+            currency="JPY",
+        )
+    assert exc.value.field == "currency"
