@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
+from temporalio import activity
 from temporalio.api.common.v1 import WorkflowExecution
 from temporalio.api.workflowservice.v1 import DescribeWorkflowExecutionRequest
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle, WorkflowUpdateFailedError
@@ -20,8 +21,10 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 import starter
+from activities._support import non_retryable
+from activities.records import RecordActivities
 from models import contract
-from models.tables import Assignment, AuditLog, ContactAttempt, CreditBureauRecord
+from models.tables import Assignment, AuditLog, ContactAttempt, CreditBureauRecord, Loan
 from models.wire import CaseView, DeskResult, PaymentIn
 from settings import Settings
 from tests.conftest import running_worker
@@ -429,3 +432,43 @@ async def test_compliance_reads_why_a_call_did_not_happen_and_collectors_their_t
     )
     assert datetime.fromisoformat(day14["at"]).astimezone(TZ).date() == due1 + timedelta(days=14)
     assert loan_id in listed_tasks and "dispute_overdue" in listed_tasks and "(queue)" in listed_tasks
+
+
+@pytest.mark.parametrize("disputed", [False, True], ids=["no-dispute", "under-dispute"])
+async def test_a_failed_write_at_payoff_is_retried_also_while_a_dispute_keeps_the_run_open(
+    ts_env: WorkflowEnvironment,
+    task_queue: str,
+    wf_db: Engine,
+    monkeypatch: pytest.MonkeyPatch,
+    disputed: bool,
+) -> None:
+    """Found by the second review: waiting for a dispute's resolution after payoff did not
+    honour the write-down's retry, so the lender's database showed the loan unpaid."""
+    seed(wf_db)
+    real = RecordActivities.sync_loan
+    failed: list[str] = []
+
+    @activity.defn(name="sync_loan")
+    def refuse_once(self: RecordActivities, proj: Any) -> Any:
+        if proj.closed and not failed:
+            failed.append(proj.loan_id)
+            raise non_retryable("the projection write refused once", "InvalidData")
+        return real(self, proj)
+
+    monkeypatch.setattr(RecordActivities, "sync_loan", refuse_once)
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        handle, due1 = await overdue_loan(ts_env, task_queue, dpd=10)
+        if disputed:
+            await desk(handle, contract.OPEN_DISPUTE, dispute_id="D-1", reason="amount", opened_by="ops")
+        await sleep_until_local(ts_env, due1 + timedelta(days=35))  # escalated: nothing left to plan
+        total = (await state(handle)).outstanding.total
+        await handle.execute_update(LoanCollection.record_payment, PaymentIn(payment_id="all", amount=total))
+        await sleep_until_local(ts_env, due1 + timedelta(days=37))  # the write's backoff is 1 minute
+        loan_id = (await state(handle)).loan_id
+        with Session(wf_db) as s:
+            row = s.get(Loan, loan_id)
+            assert row is not None
+            closed_in_db = row.closed
+
+    assert failed == [loan_id]
+    assert closed_in_db

@@ -102,17 +102,18 @@ class LoanCollection:
             self.case = reconcile(self._case, now)
             await self._write_down(now)
             action = next_action(self._case, self._case.policy, now)
-            if action is None:
-                if not open_disputes(self._case):
-                    break  # closed, nothing owed
-                # Paid off with a dispute still open: it is still heard; the run waits for
-                # its resolution.
-                self._publish(now)
-                await workflow.wait_condition(lambda: self.changed)
-                continue
+            if action is None and not open_disputes(self._case):
+                break  # closed, nothing owed
             if workflow.info().is_continue_as_new_suggested():
                 await self._settle()
                 workflow.continue_as_new(CarriedCase(start=self._start, case=self._case))
+            if action is None:
+                # Paid off with a dispute still open: it is still heard, and the run waits
+                # for its resolution, writing down meanwhile what failed to be written.
+                self._publish(now)
+                retry = self.write_retry.until
+                await self._sleep(retry - now if retry and retry > now else None, "dispute open at payoff")
+                continue
             wake, summary = self._next_wake(action, now)
             if wake > now:
                 # Publish only when the case is settled until the next wake, so the
@@ -180,7 +181,7 @@ class LoanCollection:
             wake, summary = self.write_retry.until, "retry writing down after a failure"
         return wake, summary
 
-    async def _sleep(self, timeout: timedelta, summary: str) -> None:
+    async def _sleep(self, timeout: timedelta | None, summary: str) -> None:
         with contextlib.suppress(TimeoutError):
             await workflow.wait_condition(
                 lambda: self.changed, timeout=timeout, timeout_summary=summary[:400]
