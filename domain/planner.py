@@ -193,6 +193,7 @@ def trim_call_log(log: list[CallAttempt], now: datetime) -> list[CallAttempt]:
 # --- Planning -------------------------------------------------------------------------
 
 AGENT_CHECK = "agent-check"
+QUEUE_RELEASE = "queue-release"  # a queued case taken out of the queue while a hold stands
 
 
 def is_housekeeping(action: PlannedAction) -> bool:
@@ -422,10 +423,22 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
             )
         )
     # A case waiting in the unassigned queue is not handed to a collector while a hold
-    # stops the escalation (a dispute, a hardship): it is picked up once the hold ends.
-    waiting_held = case.assigned_agent is None and holding(
-        case, today_for(case, now), ActionKind.ASSIGN_AGENT
-    )
+    # stops the escalation (a dispute, a hardship): it leaves the queue (the database's
+    # queue hands rows out whenever an agent frees up), and the assignment is owed again
+    # when the hold ends (found by review).
+    hold = holding(case, today_for(case, now), ActionKind.ASSIGN_AGENT)
+    waiting_held = case.assigned_agent is None and hold is not None
+    if waiting_held and case.agent_requested and hold is not None:
+        actions.append(
+            PlannedAction(
+                kind=ActionKind.RELEASE_AGENT,
+                at=now,
+                key=f"{case.loan_id}/{episode.anchor_seq}/{QUEUE_RELEASE}/{hold.reason.value}-{hold.ref}",
+                step_id=QUEUE_RELEASE,
+                installment_seq=episode.anchor_seq,
+                summary=f"out of the unassigned queue while {hold.rule} holds escalation",
+            )
+        )
     if (
         case.agent_requested
         and not case.charged_off
@@ -595,6 +608,15 @@ def record_outcome(case: Case, action: PlannedAction, outcome: Outcome, now: dat
         update["charged_off"] = True
     elif kind is ActionKind.RELEASE_AGENT:
         update |= {"agent_requested": False, "assigned_agent": None}
+        if action.step_id == QUEUE_RELEASE and episode is not None:
+            # The assignment is owed again once the hold ends (see _resume_owed).
+            assign = next(s.id for s in case.policy.ladder if s.kind is ActionKind.ASSIGN_AGENT)
+            update["episode"] = episode.model_copy(
+                update={
+                    "done": [d for d in episode.done if d != assign],
+                    "held": [*[h for h in episode.held if h != assign], assign],
+                }
+            )
     elif kind is ActionKind.CREDIT_UPDATE:
         update["credit_report_open"] = False
     elif kind is ActionKind.REFRESH:

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from domain.case import Case
 from domain.enums import ActionKind
 from domain.ledger import days_past_due, overdue_amount, owed_on, today_for
-from domain.planner import Outcome, PlannedAction, window_close
+from domain.planner import QUEUE_RELEASE, Outcome, PlannedAction, window_close
 from models.views import installments_of, outstanding_of
 from models.wire import (
     AgentRelease,
@@ -108,7 +108,7 @@ def agent_release(case: Case, action: PlannedAction, now: datetime) -> AgentRele
         key=action.key,
         loan_id=case.loan_id,
         agent_id=case.assigned_agent,
-        reason="paid off" if case.closed else "cured",
+        reason=action.summary if action.step_id == QUEUE_RELEASE else "paid off" if case.closed else "cured",
         at=now,
     )
 

@@ -595,8 +595,10 @@ def test_a_case_waiting_in_the_queue_gets_no_agent_while_a_dispute_is_open() -> 
     case, _, now = drive(make_case(), local(date(2024, 1, 15), 10), dpd(32, 12), outcome=queued)
     assert case.agent_requested and case.assigned_agent is None
     case = dispute(reconcile(case, now), now)
-    case, _ = run(case, now, dpd(40, 12))  # an agent would be free now
-    assert case.assigned_agent is None
+    case, log_ = run(case, now, dpd(40, 12))  # an agent would be free now
+    assert case.assigned_agent is None and not case.agent_requested
+    (release,) = [e.action for e in log_ if e.action.kind is K.RELEASE_AGENT]
+    assert release.step_id == "queue-release" and "hold:DISPUTE D-1" in release.summary
     case = desk.resolve_dispute(
         case, dispute_id="D-1", outcome=DisputeOutcome.REJECTED, resolved_by="o", now=dpd(40, 12)
     ).case

@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 import starter
 from activities._support import non_retryable
 from activities.records import RecordActivities
-from models import contract
+from models import contract, repo
 from models.tables import Assignment, AuditLog, ContactAttempt, CreditBureauRecord, Loan
 from models.wire import CaseView, DeskResult, PaymentIn
 from settings import Settings
@@ -472,3 +472,30 @@ async def test_a_failed_write_at_payoff_is_retried_also_while_a_dispute_keeps_th
 
     assert failed == [loan_id]
     assert closed_in_db
+
+
+async def test_a_queued_case_leaves_the_queue_while_a_dispute_holds_and_gets_its_agent_after(
+    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine
+) -> None:
+    """Found by the second review: the database's queue handed a disputed case to the
+    first agent added, though the workflow held escalation."""
+    seed(wf_db, agents=0)
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        handle, due1 = await overdue_loan(ts_env, task_queue, dpd=33)  # queued at DPD 31: no agents
+        await desk(handle, contract.OPEN_DISPUTE, dispute_id="D-1", reason="amount", opened_by="ops")
+        await sleep_until_local(ts_env, due1 + timedelta(days=34))
+        with Session(wf_db) as s:
+            repo.add_agent(s, "agent-9", "Agent 9", max_cases=1)
+            s.commit()
+        await sleep_until_local(ts_env, due1 + timedelta(days=40))
+        held = await state(handle)
+        with Session(wf_db) as s:
+            during = [(r.agent_id, r.released_at is None) for r in repo.assignments_for_loan(s, held.loan_id)]
+            loads = repo.agent_loads(s)
+        await desk(handle, contract.RESOLVE_DISPUTE, dispute_id="D-1", outcome="rejected", resolved_by="ops")
+        await sleep_until_local(ts_env, due1 + timedelta(days=41))
+        after = await state(handle)
+
+    assert held.assigned_agent is None and (None, True) not in during and ("agent-9", True) not in during
+    assert loads.get("agent-9", 0) == 0
+    assert after.assigned_agent == "agent-9"
