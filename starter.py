@@ -1208,10 +1208,12 @@ async def worklist(
     read by their `state` query. Exits 1 when a case's state could not be read (it is
     listed last, with the reason).
     """
+    if not agent.strip():  # an empty agent would list every running loan (found by review)
+        raise bad_input("--agent: must not be blank")
     if limit < 1 or concurrency < 1:
         raise bad_input(f"--{'limit' if limit < 1 else 'concurrency'}: must be at least 1")
     client = await connect(_settings(ctx))
-    work = await client.worklist(agent, limit=limit, concurrency=concurrency, wait=wait)
+    work = await client.worklist(agent.strip(), limit=limit, concurrency=concurrency, wait=wait)
     if as_json:
         print(json.dumps([item.row() for item in work.items], indent=2, ensure_ascii=False))
     elif not work.items:
@@ -1354,7 +1356,31 @@ def audit(
     return EXIT_OK
 
 
-@app.command(epilog="Example: python starter.py tasks --agent agent-li")
+tasks_app = typer.Typer(
+    help="Open case tasks (dispute_overdue, hardship_review): list them, mark one done.",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
+app.add_typer(tasks_app, name="tasks")
+
+
+@tasks_app.command("done", epilog="Example: python starter.py tasks done 12 --by agent-li")
+def tasks_done(
+    ctx: typer.Context,
+    task_id: Annotated[int, typer.Argument(metavar="TASK_ID", help="the task's number (see `tasks`)")],
+    by: Annotated[str, typer.Option(metavar="WHO", help="who did it")],
+) -> int:
+    """Mark a case task done (written to the loan's audit log with who did it)."""
+    from models import repo
+
+    if not by.strip():
+        raise bad_input("--by: must not be blank")
+    task = _in_database(_settings(ctx), True, lambda s: repo.finish_case_task(s, task_id, by.strip()))
+    print(f"task {task.id} ({task.kind}, loan {task.loan_id}): {task.status}")
+    return EXIT_OK
+
+
+@tasks_app.callback(epilog="Example: python starter.py tasks --agent agent-li")
 def tasks(
     ctx: typer.Context,
     agent: Annotated[str | None, typer.Option(metavar="AGENT_ID", help="this collector's tasks")] = None,
@@ -1364,15 +1390,20 @@ def tasks(
     deadline (`dispute_overdue`) and a hardship that ended (`hardship_review`)."""
     from models import repo
 
+    if ctx.invoked_subcommand is not None:
+        return EXIT_OK
+    if agent is not None and not agent.strip():
+        raise bad_input("--agent: must not be blank")
     if agent is not None and queue:
         raise bad_input("--agent/--queue: give one of them, not both")
     rows = _in_database(_settings(ctx), False, lambda s: repo.open_case_tasks(s, agent, unassigned=queue))
     if not rows:
         print("no open case tasks")
         return EXIT_OK
-    t = table("FILED (UTC)", "LOAN", "TASK", "AGENT", "DPD", "OVERDUE", "DETAIL", right={4, 5})
+    t = table("#", "FILED (UTC)", "LOAN", "TASK", "AGENT", "DPD", "OVERDUE", "DETAIL", right={0, 5, 6})
     for r in rows:
         t.add_row(
+            str(r.id),
             r.at.strftime("%Y-%m-%d %H:%M"),
             r.loan_id,
             r.kind,

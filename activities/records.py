@@ -26,8 +26,10 @@ from activities._support import (
     unit_of_work,
     upsert_by_key,
 )
-from domain.enums import CollectionStage
+from domain.enums import CollectionStage, DisputeStatus
+from domain.planner import dispute_overdue_key
 from domain.policy import Policy, PolicyError, load_policy
+from models import repo
 from models.tables import (
     ID_LEN,
     KEY_LEN,
@@ -280,6 +282,8 @@ class RecordActivities:
             loan.next_action_at = as_utc(proj.next_action_at) if proj.next_action_at else None
             loan.closed = proj.closed
             loan.updated_at = as_of
+            if proj.closed:  # paid off: a hardship's review has nothing left to review
+                repo.close_case_tasks(session, loan_id=proj.loan_id, kind="hardship_review", status="closed")
             session.add(loan)
             session.flush()
             _upsert_installments(session, proj.loan_id, proj.installments, overwrite=True)
@@ -372,10 +376,18 @@ class RecordActivities:
             require(values["loan_id"], "loan_id", ID_LEN)
             require(ident, id_field, REF_LEN)
 
+        resolved = [
+            dispute_overdue_key(d.loan_id, d.dispute_id)
+            for d in desk.disputes
+            if d.status is not DisputeStatus.OPEN
+        ]
+
         def work(session: Session) -> None:
             for table, id_field, ident, values in rows:
                 key = {"loan_id": values["loan_id"], id_field: ident}
                 upsert_by_key(session, table, key, {k: v for k, v in values.items() if k != "loan_id"})
+            # A dispute resolved: its escalation task is done.
+            repo.close_case_tasks(session, keys=resolved, status="resolved")
 
         insert_once(self.engine, work)
 

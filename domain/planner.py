@@ -466,6 +466,12 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
     return actions
 
 
+def dispute_overdue_key(loan_id: str, dispute_id: str) -> str:
+    """The key of a dispute's escalation (its case task): the records close the task by it
+    once the dispute is resolved."""
+    return f"{loan_id}/-/dispute-overdue/{dispute_id}"
+
+
 def _desk(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
     """The collector's desk's own steps: the broken-promise SMS, the escalation of a
     dispute left open too long (also once the loan is paid off), and the review of a
@@ -500,7 +506,7 @@ def _desk(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
                 PlannedAction(
                     kind=ActionKind.DISPUTE_OVERDUE,
                     at=max(due, now),
-                    key=f"{case.loan_id}/-/dispute-overdue/{d.dispute_id}",
+                    key=dispute_overdue_key(case.loan_id, d.dispute_id),
                     ref=d.dispute_id,
                     step_id="dispute-overdue",
                     summary=f"dispute {d.dispute_id} open {policy.dispute_response_days} days: escalate",

@@ -358,6 +358,57 @@ def open_case_tasks(
     return list(session.exec(stmt.order_by(col(CaseTask.at), col(CaseTask.id))).all())
 
 
+def close_case_tasks(
+    session: Session,
+    *,
+    keys: Sequence[str] = (),
+    loan_id: str | None = None,
+    kind: str | None = None,
+    status: str = "done",
+) -> int:
+    """Close open case tasks by key, or a loan's of one kind; returns how many closed.
+    Closing a closed task changes nothing."""
+    if not keys and loan_id is None:
+        return 0
+    stmt = select(CaseTask).where(col(CaseTask.status) == "open")
+    if keys:
+        stmt = stmt.where(col(CaseTask.idempotency_key).in_(list(keys)))
+    if loan_id is not None:
+        stmt = stmt.where(col(CaseTask.loan_id) == loan_id)
+    if kind is not None:
+        stmt = stmt.where(col(CaseTask.kind) == kind)
+    rows = list(session.exec(stmt).all())
+    for row in rows:
+        row.status = status
+        session.add(row)
+    session.flush()
+    return len(rows)
+
+
+def finish_case_task(session: Session, task_id: int, by: str, *, at: datetime | None = None) -> CaseTask:
+    """A collector marks a task done: the row's status, and an audit entry naming who."""
+    _require(by, "by")
+    task = session.get(CaseTask, task_id)
+    if task is None:
+        raise ValueError(f"task: no case task {task_id}")
+    if task.status == "open":
+        when = at or utcnow()
+        task.status = "done"
+        session.add(task)
+        session.add(
+            AuditLog(
+                idempotency_key=f"{task.loan_id}/audit/task_done/{task.id}",
+                loan_id=task.loan_id,
+                at=when,
+                event="task_done",
+                detail=f"{task.kind} task {task.id} done by {by}",
+                source=f"cli:{by}"[:128],
+            )
+        )
+        session.flush()
+    return task
+
+
 def audit_log(
     session: Session, loan_id: str, *, events: Sequence[str] = (), limit: int = 1000
 ) -> list[AuditLog]:

@@ -1049,3 +1049,15 @@ def test_a_bad_desk_record_is_non_retryable_and_writes_nothing(records: RecordAc
         run(records.record_case_events, CaseEvents(desk=bad))
     assert_non_retryable(e, "contact_id")
     assert sum(count(records.engine, t) for t in DESK_TABLES) == 0
+
+
+def test_a_paid_off_loan_closes_its_hardship_review_but_not_an_open_dispute_task(
+    records: RecordActivities, cases: CaseActivities
+) -> None:
+    """Found by review: case tasks never closed."""
+    run(records.record_loan, loan_record())
+    run(cases.file_case_action, filing(ActionKind.HARDSHIP_REVIEW, key="L1/-/hardship-review/H-1"))
+    run(cases.file_case_action, filing(ActionKind.DISPUTE_OVERDUE, key="L1/-/dispute-overdue/D-1"))
+    run(records.sync_loan, projection(T0 + timedelta(days=1), CollectionStage.PAID_OFF, closed=True))
+    with session_scope(records.engine) as s:
+        assert [t.kind for t in repo.open_case_tasks(s)] == ["dispute_overdue"]

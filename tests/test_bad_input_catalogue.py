@@ -909,6 +909,11 @@ CLI += [
     ),
 ]
 
+CLI += [
+    Cmd("worklist-agent-blank", ["worklist", "--agent", ""], 2, "--agent"),
+    Cmd("tasks-done-by-blank", ["tasks", "done", "1", "--by", " "], 2, "--by"),
+]
+
 
 def disburse_file(tmp: Path, spec: str) -> str:
     """`{file:key=value}`: a JSON lines file of a good record and one with key=value."""

@@ -499,3 +499,41 @@ async def test_a_queued_case_leaves_the_queue_while_a_dispute_holds_and_gets_its
     assert held.assigned_agent is None and (None, True) not in during and ("agent-9", True) not in during
     assert loads.get("agent-9", 0) == 0
     assert after.assigned_agent == "agent-9"
+
+
+async def test_case_tasks_close_when_their_dispute_is_resolved_or_a_collector_marks_them_done(
+    ts_env: WorkflowEnvironment, task_queue: str, wf_db: Engine, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Found by the second review: case tasks never closed."""
+    seed(wf_db)
+    async with running_worker(ts_env.client, task_queue, wf_db):
+        handle, due1 = await overdue_loan(ts_env, task_queue, dpd=10)
+        await desk(handle, contract.OPEN_DISPUTE, dispute_id="D-1", reason="amount", opened_by="ops")
+        await desk(
+            handle,
+            contract.START_HARDSHIP,
+            hardship_id="H-1",
+            reason="illness",
+            until=(due1 + timedelta(days=12)).isoformat(),
+            approved_by="s",
+            approval_ref="HR",
+        )
+        await sleep_until_local(ts_env, due1 + timedelta(days=35))  # escalated; the hardship ended
+        loan_id = (await state(handle)).loan_id
+        with Session(wf_db) as s:
+            both = sorted(t.kind for t in repo.open_case_tasks(s) if t.loan_id == loan_id)
+        await desk(handle, contract.RESOLVE_DISPUTE, dispute_id="D-1", outcome="rejected", resolved_by="ops")
+        await sleep_until_local(ts_env, due1 + timedelta(days=36))
+        with Session(wf_db) as s:
+            left = [t for t in repo.open_case_tasks(s) if t.loan_id == loan_id]
+    settings = Settings(database_url=wf_db.url.render_as_string(hide_password=False))
+    assert [t.kind for t in left] == ["hardship_review"]
+    assert await starter.amain(["tasks", "done", str(left[0].id), "--by", "agent-1"], settings=settings) == 0
+    assert await starter.amain(["tasks", "--agent", " "], settings=settings) == 2
+    assert "--agent" in capsys.readouterr().err
+
+    assert both == ["dispute_overdue", "hardship_review"]
+    with Session(wf_db) as s:
+        assert [t for t in repo.open_case_tasks(s) if t.loan_id == loan_id] == []
+    done = audit(wf_db, loan_id, "task_done")
+    assert len(done) == 1 and done[0].detail.endswith("done by agent-1")
