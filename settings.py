@@ -6,6 +6,7 @@ import asyncio
 import gc
 from collections.abc import Awaitable
 
+from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -25,6 +26,13 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./collections.db"
     metrics_port: int | None = None  # Prometheus endpoint of the SDK runtime, off by default
     log_level: str = "INFO"
+    # Outbound delivery (DESIGN.md "Talking to the world"; activities/providers.py). With
+    # none set, messages are only logged (the development default).
+    smtp_url: SecretStr | None = None  # smtp://user:pass@host:port, smtps://..., ?starttls=true
+    mail_from: str | None = None
+    sms_webhook_url: str | None = None
+    voice_webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None  # HMAC-SHA256 key, both directions
 
 
 def get_settings() -> Settings:

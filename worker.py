@@ -25,6 +25,7 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.worker import Worker
 
 from activities import collection_activities
+from activities.providers import deliverer_from_settings
 from client.search_attributes import SearchAttributesMissing, ensure_search_attributes
 from domain.policy import POLICY_DIR, load_policy
 from models.db import make_engine, upgrade_schema
@@ -79,6 +80,7 @@ def build_worker(
 async def run_worker(settings: Settings, *, stop_event: asyncio.Event | None = None) -> None:
     preload_policies()
     upgrade_schema(settings.database_url)
+    deliverer = deliverer_from_settings(settings)  # a bad delivery configuration stops the start
     engine = make_engine(settings.database_url)
     client = await connect(settings)
     added = await ensure_search_attributes(client, client.namespace)
@@ -86,7 +88,9 @@ async def run_worker(settings: Settings, *, stop_event: asyncio.Event | None = N
         log.info("registered search attributes %s", ", ".join(added))
     stop = stop_event or asyncio.Event()
     with ThreadPoolExecutor(max_workers=16) as executor:
-        worker = build_worker(client, settings.temporal_task_queue, collection_activities(engine), executor)
+        worker = build_worker(
+            client, settings.temporal_task_queue, collection_activities(engine, deliverer), executor
+        )
         log.info(
             "worker polling task queue %r on %s namespace %r",
             settings.temporal_task_queue,

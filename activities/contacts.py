@@ -2,16 +2,22 @@
 
 `ContactActivities(engine, deliverer).send_contact` is the activity.
 
-One outbox row (`contact_attempt`) per idempotency key:
-1. In a write transaction: a row with a final status (delivered / suppressed / failed)
-   is answered from the row, nothing is sent again. Otherwise the borrower's contact
-   details are read NOW (so a changed phone number is used from the next contact on),
-   the template is rendered and the row is stored `queued` (or `suppressed` when there
-   is no borrower or no detail for the channel).
-2. Outside any transaction: the deliverer is called.
-3. In a write transaction: the row becomes `delivered` (or `failed`) with `sent_at`.
-If the worker dies between 2 and 3 the row stays `queued` and the retry delivers again
-(at-least-once towards the provider; exactly-once per key in our records).
+One outbox row (`contact_attempt`) per idempotency key, and the row is the record:
+1. In a write transaction: a row already handed over (accepted) or final (delivered /
+   suppressed / failed) is answered from the row, nothing is sent again. Otherwise the
+   borrower's contact details are read NOW (so a changed phone number is used from the
+   next contact on), the template is rendered and the row is stored `queued` (or
+   `suppressed` when there is no borrower or no detail for the channel).
+2. Outside any transaction: the deliverer is called with an `OutboundMessage` whose
+   `message_id` is the outbox key: the provider's idempotency key (webhook
+   `Idempotency-Key`, SMTP `Message-ID`), the same on every retry.
+3. In a write transaction: the row becomes `accepted` (the provider took it; a receipt
+   follows), `delivered` or `failed` (with the provider's answer), with `sent_at`.
+If the worker dies between 2 and 3 the row stays `queued` and the retry sends again with
+the same key, which the provider deduplicates (exactly-once per key in our records, and
+towards a provider that honours the key). A provider that cannot take the message now
+raises (5xx, timeout, refused connection): the activity retries with backoff, and past
+the contact window (`not_after`) the contact is deferred to the next window.
 
 `line` is a reference to the detail used ('mobile', 'alt', 'email', 'postal', 'app'),
 never the address itself; the address is never logged unmasked.
@@ -35,11 +41,23 @@ from activities._support import (
     unit_of_work,
     utcnow,
 )
-from activities.delivery import Deliverer, DeliveryReceipt, LoggingDeliverer
+from activities.delivery import (
+    Deliverer,
+    DeliveryReceipt,
+    LoggingDeliverer,
+    OutboundMessage,
+    mails_letters,
+)
 from activities.templates import TEMPLATE_NAMES, TemplateError, render
 from domain.enums import Channel
 from models import repo
-from models.tables import FINAL_CONTACT_STATUSES, KEY_LEN, Borrower, ContactAttempt
+from models.tables import (
+    FINAL_CONTACT_STATUSES,
+    KEY_LEN,
+    SENT_CONTACT_STATUSES,
+    Borrower,
+    ContactAttempt,
+)
 from models.wire import ContactOutcome, ContactRequest
 
 log = logging.getLogger(__name__)
@@ -53,8 +71,12 @@ class Target:
     line: str
 
 
-def pick_target(borrower: Borrower | None, channel: Channel) -> Target | str:
-    """Where to send on `channel`: a Target, or the suppression reason."""
+def pick_target(
+    borrower: Borrower | None, channel: Channel, *, letters_by_mail: bool = False
+) -> Target | str:
+    """Where to send on `channel`: a Target, or the suppression reason. A letter goes to
+    a postal reference the print house resolves, or, when letters are sent by mail, to
+    the borrower's email address if there is one."""
     if borrower is None:
         return "no_borrower"
     if channel in PHONE_CHANNELS:
@@ -68,6 +90,8 @@ def pick_target(borrower: Borrower | None, channel: Channel) -> Target | str:
             return Target(borrower.email.strip(), "email")
         return "no_email"
     if channel == Channel.LETTER:
+        if letters_by_mail and borrower.email and borrower.email.strip():
+            return Target(borrower.email.strip(), "email")
         return Target(f"borrower:{borrower.borrower_id}", "postal")
     if channel == Channel.PUSH:
         return Target(f"borrower:{borrower.borrower_id}", "app")
@@ -75,7 +99,14 @@ def pick_target(borrower: Borrower | None, channel: Channel) -> Target | str:
 
 
 def outcome_of(row: ContactAttempt) -> ContactOutcome:
-    status = row.status if row.status in FINAL_CONTACT_STATUSES else "failed"
+    # `accepted` is "delivered" to the workflow: the message left our hands and the
+    # provider took responsibility for it (and deduplicates it by its key). What the
+    # workflow decides on a contact (a credit notice counted as given, a voice attempt
+    # counted toward the caps, no resend) must not wait for a receipt that may come hours
+    # later or never; a later failed receipt is kept on the outbox row for the records.
+    status = "delivered" if row.status == "accepted" else row.status
+    if status not in FINAL_CONTACT_STATUSES:
+        status = "failed"
     voice = row.channel == Channel.VOICE.value
     return ContactOutcome(
         status=status,
@@ -89,16 +120,15 @@ def outcome_of(row: ContactAttempt) -> ContactOutcome:
 @dataclass(frozen=True)
 class _Pending:
     row_id: int
-    target: Target
-    text: str
+    message: OutboundMessage
 
 
-def _prepare(session: Session, req: ContactRequest) -> ContactOutcome | _Pending:
+def _prepare(session: Session, req: ContactRequest, letters_by_mail: bool) -> ContactOutcome | _Pending:
     row = repo.contact_by_key(session, req.key)
-    if row is not None and row.status in FINAL_CONTACT_STATUSES:
+    if row is not None and row.status in SENT_CONTACT_STATUSES:
         return outcome_of(row)
     borrower = session.get(Borrower, req.borrower_id)
-    target = pick_target(borrower, req.channel)
+    target = pick_target(borrower, req.channel, letters_by_mail=letters_by_mail)
     if row is None:
         row = ContactAttempt(
             idempotency_key=req.key,
@@ -128,17 +158,32 @@ def _prepare(session: Session, req: ContactRequest) -> ContactOutcome | _Pending
     session.add(row)
     session.flush()
     assert row.id is not None
-    return _Pending(row.id, target, rendered.text)
+    message = OutboundMessage(
+        message_id=req.key,
+        channel=req.channel,
+        to=target.address,
+        text=rendered.text,
+        language=rendered.language,
+        loan_id=req.loan_id,
+        subject=rendered.subject,
+    )
+    return _Pending(row.id, message)
 
 
 def _record(session: Session, row_id: int, channel: Channel, receipt: DeliveryReceipt) -> ContactOutcome:
-    row = session.get(ContactAttempt, row_id)
+    # Locked (PostgreSQL FOR UPDATE; SQLite: the write transaction), so a receipt that
+    # arrived meanwhile (repo.record_receipt) is seen and never overwritten.
+    row = session.get(ContactAttempt, row_id, with_for_update=True)
     if row is None:  # pragma: no cover - rows are never deleted
         raise non_retryable("contact row vanished", "OutboxError")
-    if row.status in FINAL_CONTACT_STATUSES:  # a concurrent attempt finished first
+    if row.status in SENT_CONTACT_STATUSES:  # a concurrent attempt or a receipt came first
         return outcome_of(row)
-    row.status = "delivered" if receipt.delivered else "failed"
+    if not receipt.delivered:
+        row.status = "failed"
+    else:
+        row.status = "accepted" if receipt.awaiting_receipt else "delivered"
     row.reason = None if receipt.delivered else clip(receipt.detail or "not_delivered", 255)
+    row.provider_answer = clip(receipt.detail, 255)
     row.sent_at = utcnow()
     if channel == Channel.VOICE:
         row.dialed = receipt.delivered
@@ -152,10 +197,10 @@ DEFERRED_REASON = "outside the contact window: deferred to the next window"
 
 
 def _too_late(session: Session, row_id: int) -> ContactOutcome:
-    row = session.get(ContactAttempt, row_id)
+    row = session.get(ContactAttempt, row_id, with_for_update=True)
     if row is None:  # pragma: no cover - rows are never deleted
         raise non_retryable("contact row vanished", "OutboxError")
-    if row.status in FINAL_CONTACT_STATUSES:
+    if row.status in SENT_CONTACT_STATUSES:
         return outcome_of(row)
     # Not final: the workflow plans the same contact (same key) into the next window,
     # and that attempt delivers it.
@@ -167,7 +212,8 @@ def _too_late(session: Session, row_id: int) -> ContactOutcome:
 
 class ContactActivities:
     """Contacts with the borrower (synchronous: run on a ThreadPoolExecutor).
-    `deliverer` defaults to `LoggingDeliverer()`."""
+    `deliverer` defaults to `LoggingDeliverer()`; `activities.providers.deliverer_from_settings`
+    builds the configured one."""
 
     def __init__(self, engine: Engine, deliverer: Deliverer | None = None) -> None:
         self.engine = engine
@@ -181,7 +227,8 @@ class ContactActivities:
         if req.template not in TEMPLATE_NAMES:
             raise non_retryable(f"template: unknown template {req.template!r}", "UnknownTemplate")
         try:
-            prepared = insert_once(self.engine, lambda s: _prepare(s, req))
+            letters_by_mail = mails_letters(self.deliverer)
+            prepared = insert_once(self.engine, lambda s: _prepare(s, req, letters_by_mail))
         except TemplateError as e:  # pragma: no cover - checked above
             raise non_retryable(str(e), "UnknownTemplate") from e
         if isinstance(prepared, ContactOutcome):
@@ -191,7 +238,7 @@ class ContactActivities:
             # message is not sent at night; the row says why.
             with unit_of_work(self.engine) as session:
                 return _too_late(session, prepared.row_id)
-        receipt = self.deliverer.deliver(req.channel, prepared.target.address, prepared.text)
+        receipt = self.deliverer.deliver(prepared.message)
         with unit_of_work(self.engine) as session:
             outcome = _record(session, prepared.row_id, req.channel, receipt)
         log.info(

@@ -1,13 +1,26 @@
-"""Handing a rendered message to the outside world.
+"""Handing a rendered message to the outside world: the port and the in-process
+deliverers (the providers that talk to real servers are in `activities/providers.py`).
 
-`Deliverer` is the port; an SMS gateway, dialer, mail service or print house implements
-`deliver(channel, address, text) -> DeliveryReceipt`. `address` is the phone number,
-email address, or for letter/push a reference ("borrower:<id>") the provider resolves.
+`Deliverer` is the port: `deliver(message: OutboundMessage) -> DeliveryReceipt`. The
+message carries what a provider needs: the outbox key as `message_id` (a provider's
+idempotency key: the same across every retry of one contact), the channel, the address
+`to` (a phone number, an email address, or for letter/push a reference
+"borrower:<id>" the provider resolves), the text, an email subject, the language and the
+loan id.
 
-For voice, `delivered` means a dial attempt was made and `connected` that it was
-answered. Implementations must not raise for a final refusal (return
-`delivered=False` with a `detail`); raising means "try again" (the activity is retried
-and the outbox row stays queued).
+Answers:
+- `DeliveryReceipt(delivered=True)`: the provider has the message and nothing more will
+  be heard of it (SMTP: the server accepted the mail) -> the outbox row is `delivered`;
+- `DeliveryReceipt(delivered=True, awaiting_receipt=True)`: the provider accepted it and
+  a later receipt says delivered or failed (an SMS / voice webhook's 2xx) -> `accepted`;
+- `DeliveryReceipt(delivered=False, detail=...)`: a final refusal (a 4xx, a mailbox
+  that does not exist), never retried -> `failed`, with the provider's answer;
+- raising (`DeliveryUnavailable` for a 5xx, a timeout, a refused connection): try again.
+  The activity is retried with backoff and the outbox row stays `queued`; past the
+  contact window the contact is deferred to the next one.
+
+For voice, `delivered` means a dial attempt was made (or queued with the provider) and
+`connected` that it was answered.
 """
 
 from __future__ import annotations
@@ -23,15 +36,39 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class OutboundMessage:
+    message_id: str  # the outbox key (contact_attempt.idempotency_key): the idempotency key
+    channel: Channel
+    to: str
+    text: str
+    language: str
+    loan_id: str
+    subject: str | None = None  # email (and letters sent by mail)
+
+
+@dataclass(frozen=True)
 class DeliveryReceipt:
     delivered: bool
     connected: bool = False
     detail: str | None = None
+    # The provider took the message; its outcome comes later as a receipt (POST /receipts).
+    awaiting_receipt: bool = False
+
+
+class DeliveryUnavailable(Exception):
+    """The provider could not take the message now (a 5xx, a timeout, a refused
+    connection): retryable. The message never contains the address."""
 
 
 @runtime_checkable
 class Deliverer(Protocol):
-    def deliver(self, channel: Channel, address: str, text: str) -> DeliveryReceipt: ...
+    def deliver(self, message: OutboundMessage) -> DeliveryReceipt: ...
+
+
+def mails_letters(deliverer: Deliverer) -> bool:
+    """Whether `deliverer` sends letters by mail (to the borrower's email address) rather
+    than to a print house that resolves a postal reference."""
+    return bool(getattr(deliverer, "letters_by_mail", False))
 
 
 def mask_address(address: str) -> str:
@@ -51,40 +88,39 @@ def mask_address(address: str) -> str:
 
 
 class LoggingDeliverer:
-    """Default deliverer: logs the channel, a masked address and the text length, and
-    reports success (voice: connected)."""
+    """The development default: logs the channel, a masked address and the text length,
+    and reports success (voice: connected). Nothing leaves the machine."""
 
     def __init__(self, *, voice_connected: bool = True) -> None:
         self.voice_connected = voice_connected
 
-    def deliver(self, channel: Channel, address: str, text: str) -> DeliveryReceipt:
-        log.info("deliver channel=%s to=%s chars=%d", channel.value, mask_address(address), len(text))
-        connected = self.voice_connected if channel == Channel.VOICE else False
+    def deliver(self, message: OutboundMessage) -> DeliveryReceipt:
+        log.info(
+            "deliver (log only) id=%s channel=%s to=%s chars=%d",
+            message.message_id,
+            message.channel.value,
+            mask_address(message.to),
+            len(message.text),
+        )
+        connected = self.voice_connected if message.channel == Channel.VOICE else False
         return DeliveryReceipt(delivered=True, connected=connected, detail="logged")
-
-
-@dataclass
-class Delivered:
-    channel: Channel
-    address: str
-    text: str
 
 
 @dataclass
 class RecordingDeliverer:
     """For tests: remembers every message in memory (thread-safe) and answers with
-    `receipt` (voice: `connected` from `voice_connected`)."""
+    `delivered` (voice: `connected` from `voice_connected`)."""
 
     voice_connected: bool = True
     delivered: bool = True
-    sent: list[Delivered] = field(default_factory=list)
+    sent: list[OutboundMessage] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def deliver(self, channel: Channel, address: str, text: str) -> DeliveryReceipt:
+    def deliver(self, message: OutboundMessage) -> DeliveryReceipt:
         with self._lock:
-            self.sent.append(Delivered(channel, address, text))
+            self.sent.append(message)
         return DeliveryReceipt(
             delivered=self.delivered,
-            connected=self.delivered and channel == Channel.VOICE and self.voice_connected,
+            connected=self.delivered and message.channel == Channel.VOICE and self.voice_connected,
             detail=None if self.delivered else "refused",
         )

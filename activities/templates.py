@@ -4,6 +4,7 @@
 text never contains the borrower's name or contact details: only the loan reference,
 amounts, dates and days past due. Amounts are formatted from minor units by
 `domain.money.format_amount` in the message's language: zh-CN "¥1,100.16", en "CNY 1,100.16".
+Every template also has an email subject (used for email, and for a letter sent by mail).
 """
 
 from __future__ import annotations
@@ -147,11 +148,37 @@ _EN: dict[str, Template] = {
 TEMPLATES: dict[str, dict[str, Template]] = {"zh-CN": _ZH, "en": _EN}
 TEMPLATE_NAMES = frozenset(_ZH)
 
+# Email subjects, one per template (so per contact kind; the reminders per timing).
+_ZH_SUBJECTS: dict[str, Template] = {
+    "reminder_t3": lambda c: f"还款提醒：借款{c.loan}{c.seq_zh}应还{c.amount}，{c.due}到期",
+    "reminder_t1": lambda c: f"还款提醒：借款{c.loan}{c.seq_zh}应还{c.amount}，明天到期",
+    "reminder_due_today": lambda c: f"还款提醒：借款{c.loan}{c.seq_zh}应还{c.amount}，今天到期",
+    "overdue_sms": lambda c: f"逾期提醒：借款{c.loan}已逾期{c.dpd}天，逾期金额{c.amount}",
+    "credit_notice": lambda c: f"征信告知：借款{c.loan}逾期信息将于{c.report_on}起报送征信系统",
+    "voice_call": lambda c: f"逾期提醒：借款{c.loan}已逾期{c.dpd}天，请尽快还款",
+    "demand_letter": lambda c: f"催告函：借款{c.loan}逾期未还{c.amount}",
+    "broken_promise": lambda c: f"还款提醒：借款{c.loan}承诺的还款未到账",
+}
+
+_EN_SUBJECTS: dict[str, Template] = {
+    "reminder_t3": lambda c: f"Payment reminder: {c.amount} on loan {c.loan} is due on {c.due}",
+    "reminder_t1": lambda c: f"Payment reminder: {c.amount} on loan {c.loan} is due tomorrow",
+    "reminder_due_today": lambda c: f"Payment reminder: {c.amount} on loan {c.loan} is due today",
+    "overdue_sms": lambda c: f"Overdue notice: loan {c.loan} is {c.dpd} days past due ({c.amount})",
+    "credit_notice": lambda c: f"Credit reporting notice: loan {c.loan}, reporting from {c.report_on}",
+    "voice_call": lambda c: f"Overdue notice: loan {c.loan} is {c.dpd} days past due",
+    "demand_letter": lambda c: f"Formal demand for payment: loan {c.loan}, {c.amount} overdue",
+    "broken_promise": lambda c: f"Payment reminder: your promised payment on loan {c.loan} has not arrived",
+}
+
+SUBJECTS: dict[str, dict[str, Template]] = {"zh-CN": _ZH_SUBJECTS, "en": _EN_SUBJECTS}
+
 
 @dataclass(frozen=True)
 class Rendered:
     language: str
     text: str
+    subject: str
 
 
 def render(template: str, language: str | None, params: ContactParams, loan_id: str) -> Rendered:
@@ -169,4 +196,4 @@ def render(template: str, language: str | None, params: ContactParams, loan_id: 
         seq_en=f"installment {seq} " if seq is not None else "the installment ",
         report_on=format_date(params.report_on, lang),
     )
-    return Rendered(language=lang, text=TEMPLATES[lang][template](ctx))
+    return Rendered(language=lang, text=TEMPLATES[lang][template](ctx), subject=SUBJECTS[lang][template](ctx))

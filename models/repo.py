@@ -19,6 +19,9 @@ contact preferences and logged contacts (as the workflow last wrote them);
 `open_case_tasks` the open dispute_overdue / hardship_review tasks of an agent, of the
 unassigned queue, or all of them.
 
+The outbox: `record_receipt` applies a provider's receipt (POST /receipts) to a
+contact_attempt row: queued / accepted -> delivered / failed, never over a final status.
+
 On PostgreSQL, every operation that changes assignments first locks the agent rows
 (`lock_agents`), which serialises them; on SQLite use `session_scope(immediate=True)`.
 """
@@ -34,6 +37,8 @@ import sqlalchemy as sa
 from sqlmodel import Session, SQLModel, col, func, select
 
 from models.tables import (
+    FINAL_CONTACT_STATUSES,
+    RECEIPT_STATUSES,
     Agent,
     Assignment,
     AuditLog,
@@ -290,6 +295,59 @@ def contact_by_key(session: Session, key: str) -> ContactAttempt | None:
     return session.exec(select(ContactAttempt).where(col(ContactAttempt.idempotency_key) == key)).first()
 
 
+@dataclass(frozen=True)
+class ReceiptResult:
+    """What a receipt did: the row's status afterwards, and whether this receipt changed
+    it (False: a repeat, or the row was already final)."""
+
+    message_id: str
+    status: str
+    changed: bool
+
+
+RECEIPT_DETAIL_LEN = 255
+
+
+def record_receipt(
+    session: Session, message_id: str, status: str, detail: str | None = None, at: datetime | None = None
+) -> ReceiptResult:
+    """A provider's receipt for the outbox row keyed `message_id` (the outbox key it got
+    as its idempotency key). `status` is `delivered` or `failed` (else ValueError naming
+    the field); an unknown `message_id` raises LookupError.
+
+    Idempotent, and a final status (delivered / failed / suppressed) is never overwritten:
+    receipts can arrive twice or out of order, and the first final word stands. A receipt
+    for a row still `queued` (the worker died between sending and recording) settles it;
+    the activity's retry then finds it final and does not send again. The row is locked
+    (`FOR UPDATE` on PostgreSQL; SQLite: use `session_scope(immediate=True)`) so a receipt
+    and the activity's own record of the send never overwrite each other."""
+    _require(message_id, "message_id")
+    if status not in RECEIPT_STATUSES:
+        raise ValueError(f"status must be one of {', '.join(sorted(RECEIPT_STATUSES))}, not {status!r}")
+    row = session.exec(
+        select(ContactAttempt).where(col(ContactAttempt.idempotency_key) == message_id).with_for_update()
+    ).first()
+    if row is None:
+        raise LookupError(f"message_id: no outbox message {message_id!r}")
+    if row.status in FINAL_CONTACT_STATUSES:
+        return ReceiptResult(message_id, row.status, changed=False)
+    clipped = _clip(detail, RECEIPT_DETAIL_LEN)
+    row.status = status
+    row.receipt_at = at or utcnow()
+    row.receipt_detail = clipped
+    if status == "failed":
+        row.reason = clipped or "failed"
+    session.add(row)
+    session.flush()
+    return ReceiptResult(message_id, row.status, changed=True)
+
+
+def _clip(value: str | None, max_len: int) -> str | None:
+    if value is None or len(value) <= max_len:
+        return value
+    return value[: max_len - 1] + "…"
+
+
 def contacts_for_loan(session: Session, loan_id: str) -> list[ContactAttempt]:
     _require(loan_id, "loan_id")
     return list(
@@ -453,5 +511,6 @@ __all__: Sequence[str] = (
     "open_case_tasks",
     "payments_for_loan",
     "queued_assignments",
+    "record_receipt",
     "upsert_borrower",
 )

@@ -211,8 +211,14 @@ class Payment(SQLModel, table=True):
 
 # --- contacts (outbox) ---------------------------------------------------------------
 
-CONTACT_STATUSES = ("queued", "delivered", "suppressed", "failed")
+# queued: written before the provider is called. accepted: the provider took it and a
+# receipt will follow (a webhook's 2xx). delivered / failed: final, from the provider's
+# answer or a receipt. suppressed: never sent (no borrower, no detail for the channel).
+CONTACT_STATUSES = ("queued", "accepted", "delivered", "suppressed", "failed")
 FINAL_CONTACT_STATUSES = frozenset({"delivered", "suppressed", "failed"})
+# Handed over (or never to be): a repeat of the contact never sends it again.
+SENT_CONTACT_STATUSES = FINAL_CONTACT_STATUSES | {"accepted"}
+RECEIPT_STATUSES = frozenset({"delivered", "failed"})
 
 
 class ContactAttempt(SQLModel, table=True):
@@ -238,6 +244,11 @@ class ContactAttempt(SQLModel, table=True):
     line: str | None = Field(default=None, max_length=16)
     dialed: bool = False
     connected: bool = False
+    # The provider's answer when it took or refused the message (migration 0004), and
+    # the latest receipt that moved the row (POST /receipts).
+    provider_answer: str | None = Field(default=None, max_length=255)
+    receipt_at: datetime | None = _ts(default=None)
+    receipt_detail: str | None = Field(default=None, max_length=255)
 
 
 # --- agents and assignments ----------------------------------------------------------

@@ -17,7 +17,7 @@ from temporalio.testing import ActivityEnvironment
 from activities import collection_activities
 from activities.cases import CaseActivities
 from activities.contacts import ContactActivities
-from activities.delivery import LoggingDeliverer, RecordingDeliverer, mask_address
+from activities.delivery import LoggingDeliverer, OutboundMessage, RecordingDeliverer, mask_address
 from activities.records import RecordActivities
 from activities.templates import format_date, render
 from domain.enums import (
@@ -480,7 +480,7 @@ def test_send_contact_twice_sends_once(contacts: ContactActivities, deliverer: R
     assert first == second
     assert first.status == "delivered" and first.line == "mobile" and not first.dialed
     assert len(deliverer.sent) == 1
-    assert deliverer.sent[0].address == "13812345678"
+    assert deliverer.sent[0].to == "13812345678"
     assert count(contacts.engine, ContactAttempt) == 1
     with session_scope(contacts.engine) as s:
         row = repo.contact_by_key(s, "L1:reminder:1")
@@ -505,7 +505,7 @@ def test_contact_suppressed_without_phone(contacts: ContactActivities, deliverer
         contacts.send_contact, contact("k-letter", channel=Channel.LETTER, template="demand_letter")
     ).status == ("delivered")
     assert run(contacts.send_contact, contact("k-push", channel=Channel.PUSH)).status == "delivered"
-    assert [d.address for d in deliverer.sent] == ["borrower:B1", "borrower:B1"]
+    assert [d.to for d in deliverer.sent] == ["borrower:B1", "borrower:B1"]
 
 
 def test_contact_details_are_read_at_send_time(
@@ -516,7 +516,7 @@ def test_contact_details_are_read_at_send_time(
     add_borrower(contacts.engine, phone_mobile="13900000002", preferred_language="en")
     run(contacts.send_contact, contact("k2"))
     run(contacts.send_contact, contact("k1"))  # a repeat of k1 is not re-sent to the new number
-    assert [d.address for d in deliverer.sent] == ["13800000001", "13900000002"]
+    assert [d.to for d in deliverer.sent] == ["13800000001", "13900000002"]
     assert "¥1,100.16" in deliverer.sent[0].text and "CNY 1,100.16" in deliverer.sent[1].text
 
 
@@ -560,11 +560,11 @@ def test_deliverer_exception_leaves_row_queued_and_retry_delivers(engine: Engine
     class Flaky(RecordingDeliverer):
         calls = 0
 
-        def deliver(self, channel: Channel, address: str, text: str) -> Any:
+        def deliver(self, message: OutboundMessage) -> Any:
             Flaky.calls += 1
             if Flaky.calls == 1:
                 raise ConnectionError("gateway down")
-            return super().deliver(channel, address, text)
+            return super().deliver(message)
 
     flaky = Flaky()
     acts = ContactActivities(engine, flaky)
@@ -640,7 +640,9 @@ def test_mask_address() -> None:
 
 def test_logging_deliverer_masks_the_address(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("INFO")
-    r = LoggingDeliverer().deliver(Channel.VOICE, "13812345678", "hello")
+    r = LoggingDeliverer().deliver(
+        OutboundMessage("L1:v:1", Channel.VOICE, "13812345678", "hello", "en", "L1")
+    )
     assert r.delivered and r.connected
     assert "138****5678" in caplog.text and "13812345678" not in caplog.text
 

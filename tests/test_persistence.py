@@ -288,6 +288,43 @@ def test_upgrade_from_0002_to_0003_and_back_keeps_the_older_tables(db_url: str) 
         eng.dispose()
 
 
+def test_upgrade_from_0003_to_0004_keeps_outbox_rows_and_back(db_url: str) -> None:  # noqa: F811
+    """0004 adds the provider's answer and the receipt to the outbox (nullable columns):
+    rows written at 0003 keep their values; the downgrade drops only those columns."""
+    from alembic import command
+
+    new_columns = {"provider_answer", "receipt_at", "receipt_detail"}
+    eng = make_engine(db_url)
+    try:
+        upgrade_schema(eng, "0003")
+        with eng.begin() as conn:  # a row as 0003 wrote it (the model has the new columns)
+            conn.execute(
+                sa.text(
+                    "INSERT INTO contact_attempt (idempotency_key, loan_id, borrower_id, kind, channel,"
+                    " template, scheduled_at, created_at, status, dialed, connected) VALUES"
+                    " ('L1:reminder:1', 'L1', 'B1', 'reminder', 'sms', 'reminder_t3', :t, :t,"
+                    " 'delivered', false, false)"
+                ),
+                {"t": T0},
+            )
+        upgrade_schema(eng, "0004")
+        columns = {c["name"] for c in sa.inspect(eng).get_columns("contact_attempt")}
+        assert new_columns <= columns
+        with Session(eng) as s:
+            row = repo.contact_by_key(s, "L1:reminder:1")
+            assert row is not None and row.status == "delivered" and row.provider_answer is None
+        with eng.begin() as conn:
+            cfg = alembic_config()
+            cfg.attributes["connection"] = conn
+            command.downgrade(cfg, "0003")
+        columns_after = {c["name"] for c in sa.inspect(eng).get_columns("contact_attempt")}
+        assert columns_after == columns - new_columns
+        with eng.connect() as conn:
+            assert conn.execute(sa.text("SELECT count(*) FROM contact_attempt")).scalar_one() == 1
+    finally:
+        eng.dispose()
+
+
 # --- the collector's desk ------------------------------------------------------------
 
 
