@@ -6,6 +6,7 @@ import asyncio
 import gc
 from collections.abc import Awaitable
 
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -25,6 +26,12 @@ class Settings(BaseSettings):
     database_url: str = "sqlite:///./collections.db"
     metrics_port: int | None = None  # Prometheus endpoint of the SDK runtime, off by default
     log_level: str = "INFO"
+    # The inbound API (api.py, DESIGN.md contract part 3). Secrets are SecretStr: never
+    # shown in a repr or a log; an empty one refuses every request it guards (401).
+    payment_webhook_secret: SecretStr = SecretStr("")  # HMAC key of the payment gateway's callbacks
+    webhook_secret: SecretStr = SecretStr("")  # HMAC key of the SMS / voice providers, both directions
+    api_token: SecretStr = SecretStr("")  # bearer token of GET /loans/{loan_id}
+    api_max_body_bytes: int = Field(default=64 * 1024, gt=0)  # larger request bodies are refused (413)
 
 
 def get_settings() -> Settings:
