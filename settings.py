@@ -6,7 +6,7 @@ import asyncio
 import gc
 from collections.abc import Awaitable
 
-from pydantic import SecretStr
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -32,7 +32,14 @@ class Settings(BaseSettings):
     mail_from: str | None = None
     sms_webhook_url: str | None = None
     voice_webhook_url: str | None = None
-    webhook_secret: SecretStr | None = None  # HMAC-SHA256 key, both directions
+    # HMAC-SHA256 key of the SMS / voice providers, both directions (blank: unset; the
+    # providers' webhooks are then refused at start, the API's routes answer 401).
+    webhook_secret: SecretStr = SecretStr("")
+    # The inbound API (api.py, DESIGN.md contract part 3). Secrets are SecretStr: never
+    # shown in a repr or a log; an empty one refuses every request it guards (401).
+    payment_webhook_secret: SecretStr = SecretStr("")  # HMAC key of the payment gateway's callbacks
+    api_token: SecretStr = SecretStr("")  # bearer token of GET /loans/{loan_id}
+    api_max_body_bytes: int = Field(default=64 * 1024, gt=0)  # larger request bodies are refused (413)
 
 
 def get_settings() -> Settings:
