@@ -1,13 +1,16 @@
 """The local stack in one command: Temporal dev server + Web UI, the worker, collection
 agents, demo borrowers and a demo book of about 50 loans in every stage, with the
-collector's desk messages that show every hold (promise, dispute, hardship).
+collector's desk messages that show every hold (promise, dispute, hardship); the inbound
+API (api.py, port 8000) and a local inbox (scripts/inbox.py: an SMTP sink and a signed
+webhook sink for SMS and voice) that the worker's messages really go to.
 
     ./run                 # sets up .venv, then runs this; Ctrl-C stops everything
     ./run --once          # start, seed, print, stop (also: --check verifies every stage)
     ./run --reset         # forget the stored loans and start a fresh demo book
 
-State lives under .state/ (temporal.db, collections.db, logs), so a restart keeps every
-loan; running again skips the loans already started (a loan id is never reused).
+State lives under .state/ (temporal.db, collections.db, logs, secrets.json, inbox/), so a
+restart keeps every loan and the same secrets; running again skips the loans already
+started (a loan id is never reused).
 """
 
 from __future__ import annotations
@@ -15,7 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
+import hmac
+import json
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -24,14 +31,19 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import IO, Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
+
+import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python scripts/stack.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
+from inbox import read_messages  # noqa: E402  (scripts/inbox.py, next to this script)
 from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType  # noqa: E402
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest  # noqa: E402
 from temporalio.api.taskqueue.v1 import TaskQueue  # noqa: E402
@@ -42,9 +54,11 @@ from temporalio.service import RPCError  # noqa: E402
 
 from client import ClientError, CollectionsClient, build_list_query, connect  # noqa: E402
 from client.search_attributes import ensure_search_attributes  # noqa: E402
-from demo.book import DemoBook, DemoLoan, DeskMessage, Intent, build_book  # noqa: E402
+from demo.book import TIMEZONE, DemoBook, DemoLoan, DeskMessage, Intent, build_book  # noqa: E402
+from domain.calendar import in_contact_window  # noqa: E402
 from domain.enums import CollectionStage, HoldReason  # noqa: E402
 from domain.money import format_amount  # noqa: E402
+from domain.policy import load_policy  # noqa: E402
 from models import search  # noqa: E402
 from models.contract import workflow_id  # noqa: E402
 from models.wire import PaymentIn  # noqa: E402
@@ -156,7 +170,7 @@ def spawn(name: str, cmd: Sequence[str], state: Path, env: dict[str, str] | None
 
 def stale_pid_hint(state: Path) -> str:
     hints = []
-    for name in ("temporal", "worker"):
+    for name in ("temporal", "worker", "api", "inbox"):
         pid_file = state / f"{name}.pid"
         if pid_file.exists():
             pid = pid_file.read_text().strip()
@@ -205,6 +219,111 @@ async def wait_for_worker(client: CollectionsClient, worker: Child, timeout: flo
         if time.monotonic() > deadline:
             raise RuntimeError(f"the worker is not polling after {timeout:g}s:\n{worker.tail()}")
         await asyncio.sleep(0.3)
+
+
+# --- the inbound API and the local inbox -----------------------------------------------
+
+SECRET_NAMES = ("WEBHOOK_SECRET", "PAYMENT_WEBHOOK_SECRET", "API_TOKEN")
+MAIL_FROM = "collections@lender.example"
+# The payment the banner's signed `curl` books: a fixed body (the same payment_id), so
+# pasting it again is answered `duplicate: true` and never booked twice.
+DEMO_PAYMENT = {
+    "loan_id": "DEMO-027",
+    "payment_id": "PAY-API-DEMO-1",
+    "amount": 50_000,
+    "currency": "CNY",
+    "channel": "alipay",
+}
+
+
+def load_secrets(state: Path) -> dict[str, str]:
+    """The stack's secrets (SECRET_NAMES), generated once into state/secrets.json (mode
+    0600): a restart keeps them, so a second terminal's `source .state/env` stays valid."""
+    path = state / "secrets.json"
+    stored: dict[str, str] = {}
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(loaded, dict):
+            stored = {k: v for k, v in loaded.items() if isinstance(v, str) and v}
+    missing = [name for name in SECRET_NAMES if name not in stored]
+    if missing:
+        stored.update({name: secrets.token_hex(32) for name in missing})
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            json.dump(stored, f, indent=2)
+    return {name: stored[name] for name in SECRET_NAMES}
+
+
+def delivery_env(args: argparse.Namespace, secret: str) -> dict[str, str]:
+    """The worker's outbound delivery (activities/providers.py), pointed at the inbox."""
+    return {
+        "SMTP_URL": f"smtp://127.0.0.1:{args.smtp_port}",
+        "MAIL_FROM": MAIL_FROM,
+        "SMS_WEBHOOK_URL": f"http://127.0.0.1:{args.inbox_port}/sms",
+        "VOICE_WEBHOOK_URL": f"http://127.0.0.1:{args.inbox_port}/voice",
+        "WEBHOOK_SECRET": secret,
+    }
+
+
+def signed_payment(secret: str) -> tuple[str, str]:
+    """The demo payment's exact body and its X-Signature (PAYMENT_WEBHOOK_SECRET)."""
+    body = json.dumps(DEMO_PAYMENT, separators=(",", ":"))
+    digest = hmac.new(secret.encode("utf-8"), body.encode("utf-8"), hashlib.sha256).hexdigest()
+    return body, f"sha256={digest}"
+
+
+def payment_curl(api_port: int, secret: str) -> list[str]:
+    body, signature = signed_payment(secret)
+    return [
+        f"curl -sS -X POST http://localhost:{api_port}/payments \\",
+        "  -H 'Content-Type: application/json' \\",
+        f"  -H 'X-Signature: {signature}' \\",
+        f"  --data-raw '{body}'",
+    ]
+
+
+async def wait_for_http(url: str, child: Child, timeout: float) -> None:
+    """Until GET `url` answers 200 (the API's /healthz: Temporal and the database)."""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    async with httpx.AsyncClient(timeout=3.0) as http:
+        while True:
+            if not child.alive():
+                raise RuntimeError(f"the {child.name} exited ({child.proc.returncode}):\n{child.tail()}")
+            try:
+                answer = await http.get(url)
+                if answer.status_code == 200:
+                    return
+                last = f"{answer.status_code} {answer.text[:200]}"
+            except httpx.HTTPError as exc:
+                last = type(exc).__name__
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{url} did not answer 200 in {timeout:g}s ({last}):\n{child.tail()}")
+            await asyncio.sleep(0.3)
+
+
+async def wait_for_port(port: int, child: Child, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not port_in_use(port):
+        if not child.alive():
+            raise RuntimeError(f"the {child.name} exited ({child.proc.returncode}):\n{child.tail()}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"nothing listens on port {port} after {timeout:g}s:\n{child.tail()}")
+        await asyncio.sleep(0.2)
+
+
+def contact_window_note(now: datetime | None = None) -> str:
+    """When the demo book's contacts go out: the policy's window in the borrowers' time."""
+    window = load_policy("standard").contact_window
+    now = now or datetime.now(ZoneInfo(TIMEZONE))
+    span = f"{window.opens:%H:%M}-{window.closes:%H:%M} {TIMEZONE}"
+    local = now.astimezone(ZoneInfo(TIMEZONE))
+    if in_contact_window(now, TIMEZONE, window.opens, window.closes):
+        return f"the demo book's reminders and calls go out {span}: now ({local:%H:%M}) they arrive"
+    return (
+        f"contacts go out {span} only: it is {local:%H:%M} there, "
+        f"the next ones arrive from {window.opens:%H:%M}"
+    )
 
 
 # --- the demo book ----------------------------------------------------------------------
@@ -376,8 +495,13 @@ def banner(
     counts: dict[str, int],
     agent: str | None,
     desk: DeskOutcome | None = None,
+    stack_secrets: dict[str, str] | None = None,
 ) -> str:
     ns = settings.temporal_namespace
+    inbox_dir = args.state_dir / "inbox"
+    inbox_command = ".venv/bin/python -m scripts.inbox latest" + (
+        "" if inbox_dir == ROOT / ".state" / "inbox" else f" --dir {inbox_dir}"
+    )
     queries = [
         'CollectionStage="AGENT"',
         "DaysPastDue > 60",
@@ -398,6 +522,12 @@ def banner(
         f"task queue {settings.temporal_task_queue})",
         f"  Database          {settings.database_url}",
         f"  Logs              {args.state_dir / 'temporal.log'}, {args.state_dir / 'worker.log'}",
+        f"                    {args.state_dir / 'api.log'}, {args.state_dir / 'inbox.log'}",
+        f"  API docs          http://localhost:{args.api_port}/docs",
+        f"  Local inbox       SMTP localhost:{args.smtp_port}, SMS/voice webhooks "
+        f"http://localhost:{args.inbox_port}/sms and /voice",
+        f"                    {len(read_messages(inbox_dir))} messages so far in {inbox_dir}",
+        f"                    ({contact_window_note()})",
         "",
         "  Loans by stage    " + "  ".join(f"{s} {counts.get(s, 0)}" for s in STAGES),
         *(
@@ -415,29 +545,60 @@ def banner(
         "",
         "  One loan:         " + ui_url(args.ui_port, ns, wid=workflow_id("DEMO-033")),
         "",
-        "  From another terminal (source .state/env first for agents/borrowers):",
+        "  From another terminal (source .state/env first: agents, borrowers, API_TOKEN):",
         "    .venv/bin/python starter.py list --stage AGENT",
         "    .venv/bin/python starter.py status DEMO-033",
         "    .venv/bin/python starter.py pay DEMO-027 500.00 --payment-id PAY-DEMO-1",
         f"    .venv/bin/python starter.py worklist --agent {agent or 'agent-chen'}",
         "    .venv/bin/python starter.py status DEMO-031     # a dispute past its response deadline",
         "",
+        f"  The latest messages the worker sent:  {inbox_command}",
+        "",
     ]
+    if stack_secrets is not None:
+        lines += [
+            "  Pay DEMO-027 500.00 as the payment gateway would (signed with PAYMENT_WEBHOOK_SECRET;",
+            "  paste it again: the same payment_id is answered duplicate: true, never booked twice):",
+            "",
+            *(f"    {line}" for line in payment_curl(args.api_port, stack_secrets["PAYMENT_WEBHOOK_SECRET"])),
+            "",
+            "  The loan as the API shows it (bearer token API_TOKEN, in .state/env):",
+            "",
+            f"    curl -sS http://localhost:{args.api_port}/loans/DEMO-027"
+            ' -H "Authorization: Bearer $API_TOKEN"',
+            "",
+        ]
     return "\n".join(lines)
 
 
 # --- the whole ---------------------------------------------------------------------------
 
 
-def write_env_file(state: Path, settings: Settings, port: int) -> None:
-    (state / "env").write_text(
-        "# source .state/env: point starter.py at the local stack\n"
+def write_env_file(
+    state: Path,
+    settings: Settings,
+    port: int,
+    stack_secrets: dict[str, str] | None = None,
+    api_port: int | None = None,
+) -> None:
+    """state/env (mode 0600: it holds the stack's secrets): `source .state/env` points
+    starter.py, curl and the API's clients at the local stack."""
+    text = (
+        "# source .state/env: point starter.py (and curl) at the local stack\n"
         f"export TEMPORAL_ADDRESS=localhost:{port}\n"
         f"export TEMPORAL_NAMESPACE={settings.temporal_namespace}\n"
         f"export TEMPORAL_TASK_QUEUE={settings.temporal_task_queue}\n"
-        f"export DATABASE_URL={settings.database_url}\n",
-        encoding="utf-8",
+        f"export DATABASE_URL={settings.database_url}\n"
     )
+    if api_port is not None:
+        text += f"export API_URL=http://localhost:{api_port}\n"
+    for name, value in (stack_secrets or {}).items():
+        text += f"export {name}={value}\n"
+    path = state / "env"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    path.chmod(0o600)  # an older env file keeps its mode on O_TRUNC
 
 
 @dataclass
@@ -446,7 +607,9 @@ class Stack:
     children: list[Child] = field(default_factory=list)
 
     def stop(self) -> None:
-        for child in reversed(self.children):  # the worker first, then the server
+        # The API first (no new payments), then the worker (in-flight activities finish,
+        # their messages still reach the inbox), then the server and the inbox.
+        for child in reversed(self.children):
             grace = 45.0 if child.name == "worker" else 15.0
             say(f"stopping {child.name} (pid {child.proc.pid}) ...")
             code = child.stop(grace)
@@ -462,7 +625,8 @@ async def run(args: argparse.Namespace) -> int:
             for suffix in ("", "-wal", "-shm", "-journal"):
                 with contextlib.suppress(FileNotFoundError):
                     (state / f"{name}{suffix}").unlink()
-        say(f"reset: removed the stored loans under {state}")
+        shutil.rmtree(state / "inbox", ignore_errors=True)
+        say(f"reset: removed the stored loans and the inbox under {state}")
     state.mkdir(parents=True, exist_ok=True)
     base = get_settings()
     db_url = os.environ.get("DATABASE_URL") or f"sqlite:///{(state / 'collections.db').resolve()}"
@@ -473,13 +637,19 @@ async def run(args: argparse.Namespace) -> int:
         database_url=db_url,
         log_level=base.log_level,
     )
-    for port in (args.port, args.ui_port):
+    ports = [args.port, args.ui_port, args.api_port, args.smtp_port, args.inbox_port]
+    if len(set(ports)) != len(ports):
+        say(f"error: the ports must differ: {', '.join(map(str, ports))}")
+        return 2
+    for port in ports:
         if port_in_use(port):
             say(
                 f"error: port {port} is already in use: is another Temporal server or ./run running?"
-                f"{stale_pid_hint(state)} Or choose other ports with --port / --ui-port."
+                f"{stale_pid_hint(state)} Or choose other ports with --port / --ui-port / --api-port"
+                " / --smtp-port / --inbox-port."
             )
             return 1
+    stack_secrets = load_secrets(state)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -488,6 +658,19 @@ async def run(args: argparse.Namespace) -> int:
 
     stack = Stack(args)
     try:
+        say(f"starting the local inbox (SMTP :{args.smtp_port}, webhooks :{args.inbox_port}) ...")
+        inbox = spawn(
+            "inbox",
+            [
+                sys.executable, "-m", "scripts.inbox", "serve",
+                "--dir", str(state / "inbox"),
+                "--smtp-port", str(args.smtp_port),
+                "--http-port", str(args.inbox_port),
+            ],
+            state,
+            {**os.environ, "WEBHOOK_SECRET": stack_secrets["WEBHOOK_SECRET"], "PYTHONUNBUFFERED": "1"},
+        )  # fmt: skip
+        stack.children.append(inbox)
         temporal = find_temporal()
         say(f"starting the Temporal dev server (state {state / 'temporal.db'}) ...")
         server = spawn(
@@ -514,7 +697,7 @@ async def run(args: argparse.Namespace) -> int:
         from models.db import upgrade_schema
 
         upgrade_schema(settings.database_url)
-        write_env_file(state, settings, args.port)
+        write_env_file(state, settings, args.port, stack_secrets, args.api_port)
         env = dict(os.environ)
         env.update(
             TEMPORAL_ADDRESS=settings.temporal_address,
@@ -523,10 +706,25 @@ async def run(args: argparse.Namespace) -> int:
             DATABASE_URL=settings.database_url,
             PYTHONUNBUFFERED="1",
         )
-        say("starting the worker ...")
-        worker = spawn("worker", [sys.executable, str(ROOT / "worker.py")], state, env)
+        await wait_for_port(args.smtp_port, inbox, 30)
+        await wait_for_http(f"http://127.0.0.1:{args.inbox_port}/healthz", inbox, 30)
+        say("starting the worker (its messages go to the local inbox) ...")
+        worker_env = {**env, **delivery_env(args, stack_secrets["WEBHOOK_SECRET"])}
+        worker = spawn("worker", [sys.executable, str(ROOT / "worker.py")], state, worker_env)
         stack.children.append(worker)
+        say(f"starting the API on port {args.api_port} ...")
+        api = spawn(
+            "api",
+            [
+                sys.executable, "-m", "uvicorn", "api:app",
+                "--host", "127.0.0.1", "--port", str(args.api_port),
+            ],
+            state,
+            {**env, **stack_secrets},
+        )  # fmt: skip
+        stack.children.append(api)
         await wait_for_worker(client, worker, 60)
+        await wait_for_http(f"http://127.0.0.1:{args.api_port}/healthz", api, 60)
 
         counts: dict[str, int] = {}
         desk: DeskOutcome | None = None
@@ -545,7 +743,7 @@ async def run(args: argparse.Namespace) -> int:
             counts = await wait_for_stages(client, expected, args.stage_timeout)
         else:
             counts = await stage_counts(client)
-        say(banner(args, settings, counts, await busiest_agent(client), desk))
+        say(banner(args, settings, counts, await busiest_agent(client), desk, stack_secrets))
 
         if args.check:
             missing = [s for s in STAGES if not counts.get(s)]
@@ -562,7 +760,7 @@ async def run(args: argparse.Namespace) -> int:
         if args.once or args.check:
             return 0
 
-        say("Press Ctrl-C to stop the worker and the server (loans are kept in .state/).")
+        say("Press Ctrl-C to stop the API, the worker, the server and the inbox (loans are kept in .state/).")
         while not stop.is_set():
             for child in stack.children:
                 if not child.alive():
@@ -587,6 +785,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--port", type=int, default=7233, help="Temporal frontend port (default 7233)")
     parser.add_argument("--ui-port", type=int, default=8233, help="Web UI port (default 8233)")
+    parser.add_argument("--api-port", type=int, default=8000, help="the inbound API's port (default 8000)")
+    parser.add_argument("--smtp-port", type=int, default=8025, help="the inbox's SMTP port (default 8025)")
+    parser.add_argument(
+        "--inbox-port", type=int, default=8026, help="the inbox's SMS/voice webhook port (default 8026)"
+    )
     parser.add_argument(
         "--state-dir", type=Path, default=ROOT / ".state", help="where the stack keeps its state (.state)"
     )

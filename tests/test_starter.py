@@ -841,6 +841,32 @@ def _port_open(port: int) -> bool:
         return s.connect_ex(("127.0.0.1", port)) == 0
 
 
+def _inbox(state: Path) -> list[dict[str, Any]]:
+    rows = []
+    for path in sorted((state / "inbox").glob("*.jsonl")):
+        rows += [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+    return rows
+
+
+def _printed_command(output: str, start: str) -> str:
+    """The shell command the banner prints from the line starting with `start` (its
+    continuation lines end with a backslash)."""
+    lines = [line.strip() for line in output.splitlines()]
+    i = next(n for n, line in enumerate(lines) if line.startswith(start))
+    command = [lines[i]]
+    while command[-1].endswith("\\"):
+        i += 1
+        command.append(lines[i])
+    return "\n".join(command)
+
+
+def _in_window_zone(now: datetime) -> str:
+    """A time zone where it is now well inside the standard contact window (08:00-21:00)."""
+    zones = ["Asia/Shanghai", "Europe/London", "America/New_York", "America/Los_Angeles", "Pacific/Auckland"]
+    zones += ["Asia/Kolkata", "Europe/Moscow", "America/Sao_Paulo", "Pacific/Honolulu", "Asia/Tokyo"]
+    return next(z for z in zones if 9 <= now.astimezone(ZoneInfo(z)).hour < 20)
+
+
 @pytest.mark.temporal
 def test_the_stack_seeds_every_stage_resumes_and_stops_on_ctrl_c(tmp_path: Path) -> None:
     import os
@@ -849,7 +875,12 @@ def test_the_stack_seeds_every_stage_resumes_and_stops_on_ctrl_c(tmp_path: Path)
     import sys
     import time
 
-    port, ui_port = free_port(), free_port()
+    import httpx
+
+    ports: set[int] = set()
+    while len(ports) < 5:  # five different free ports
+        ports.add(free_port())
+    port, ui_port, api_port, smtp_port, inbox_port = sorted(ports)
     argv = [
         sys.executable,
         str(STACK),
@@ -857,6 +888,12 @@ def test_the_stack_seeds_every_stage_resumes_and_stops_on_ctrl_c(tmp_path: Path)
         str(port),
         "--ui-port",
         str(ui_port),
+        "--api-port",
+        str(api_port),
+        "--smtp-port",
+        str(smtp_port),
+        "--inbox-port",
+        str(inbox_port),
         "--state-dir",
         str(tmp_path),
     ]
@@ -882,7 +919,22 @@ def test_the_stack_seeds_every_stage_resumes_and_stops_on_ctrl_c(tmp_path: Path)
         assert f'CollectionHold = "{hold}"' in first.stdout
     assert "every desk message answered as expected" in first.stdout
     assert (tmp_path / "temporal.db").exists() and (tmp_path / "collections.db").exists()
-    assert "export DATABASE_URL=sqlite:///" in (tmp_path / "env").read_text()
+    env_file = (tmp_path / "env").read_text()
+    assert "export DATABASE_URL=sqlite:///" in env_file
+    exported = dict(
+        line.removeprefix("export ").split("=", 1)
+        for line in env_file.splitlines()
+        if line.startswith("export ")
+    )
+    assert exported["API_URL"] == f"http://localhost:{api_port}"
+    assert all(len(exported[k]) == 64 for k in ("API_TOKEN", "PAYMENT_WEBHOOK_SECRET", "WEBHOOK_SECRET"))
+    assert (tmp_path / "env").stat().st_mode & 0o077 == 0  # it holds secrets
+    # The API, the inbox and the commands to use them.
+    assert f"API docs          http://localhost:{api_port}/docs" in first.stdout
+    assert f"SMTP localhost:{smtp_port}" in first.stdout and f"localhost:{inbox_port}/sms" in first.stdout
+    assert f"python -m scripts.inbox latest --dir {tmp_path / 'inbox'}" in first.stdout
+    assert f"curl -sS -X POST http://localhost:{api_port}/payments" in first.stdout
+    assert "stopping api" in first.stdout and "stopping inbox" in first.stdout
 
     # Again, not --once: the stored loans are kept and not started twice; Ctrl-C stops it all.
     proc = subprocess.Popen([*argv], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
@@ -900,9 +952,93 @@ def test_the_stack_seeds_every_stage_resumes_and_stops_on_ctrl_c(tmp_path: Path)
     assert "demo book: 0 loans started, 50 already there" in output, output
     assert "desk: 0 messages applied, 7 already there" in output, output  # fixed ids: nothing twice
     assert _port_open(port) and _port_open(ui_port)
-    proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=90)
+    # The secrets are kept across a restart: the second terminal's .state/env stays valid.
+    assert (tmp_path / "env").read_text() == env_file
+    try:
+        api = f"http://127.0.0.1:{api_port}"
+        assert httpx.get(f"{api}/healthz", timeout=10).status_code == 200
+
+        # The printed signed curl books the payment; pasted again it is a duplicate.
+        pay = _printed_command(output, "curl -sS -X POST") + " -w '\\n%{http_code}'"
+        for duplicate in (False, True):
+            done = subprocess.run(["bash", "-c", pay], capture_output=True, text=True, timeout=60)
+            body, _, code = done.stdout.rpartition("\n")
+            assert done.returncode == 0 and code == "200", done.stdout + done.stderr
+            answer = json.loads(body)
+            assert answer["payment_id"] == "PAY-API-DEMO-1" and answer["duplicate"] is duplicate, answer
+            assert answer["allocation"] and answer["stage"] in ("AGENT", "EARLY", "GRACE", "CURRENT")
+        # The printed GET with the bearer token of .state/env.
+        get = f"source {tmp_path / 'env'} && " + _printed_command(
+            output, f"curl -sS http://localhost:{api_port}/loans/"
+        )
+        done = subprocess.run(["bash", "-c", get + " -w '\\n%{http_code}'"], capture_output=True, text=True)
+        body, _, code = done.stdout.rpartition("\n")
+        assert code == "200" and json.loads(body)["loan_id"] == "DEMO-027", done.stdout + done.stderr
+
+        # The webhook sink checks the signature with the stack's WEBHOOK_SECRET.
+        forged = httpx.post(
+            f"http://127.0.0.1:{inbox_port}/sms",
+            content=b'{"message_id":"x","text":"y"}',
+            headers={"X-Signature": "sha256=" + "0" * 64},
+        )
+        assert forged.status_code == 401
+
+        # Messages leave the system, at any hour: a loan 6 days overdue where it is now
+        # inside the contact window owes the credit-bureau notice (DPD 5) at once: an SMS
+        # through the worker's signed webhook into the inbox (verified, stored).
+        now = datetime.now(SHANGHAI)
+        zone = _in_window_zone(now)
+        local_today = now.astimezone(ZoneInfo(zone)).date()
+        loan = record(
+            loan_id="INBOX-1",
+            borrower_id="DB-002",
+            timezone=zone,
+            disbursed_on=(local_today - timedelta(days=36)).isoformat(),
+            first_due_date=(local_today - timedelta(days=6)).isoformat(),
+        )
+        cli_env = {**env, **exported}
+        done = subprocess.run(
+            [sys.executable, "starter.py", "disburse", "-"],
+            input=json.dumps(loan),
+            capture_output=True,
+            text=True,
+            cwd=STACK.parent.parent,
+            env=cli_env,
+            timeout=60,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if any(m.get("loan_id") == "INBOX-1" for m in _inbox(tmp_path)):
+                break
+            time.sleep(0.3)
+        sent = [m for m in _inbox(tmp_path) if m.get("loan_id") == "INBOX-1"]
+        assert len(sent) == 1 and sent[0]["channel"] == "sms", _inbox(tmp_path)
+        assert sent[0]["to"] == "861****0002" and sent[0]["text"], sent  # masked in the inbox
+        # The demo book's own contacts go out in its borrowers' window (Asia/Shanghai).
+        if 9 <= now.hour < 20:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                if any(str(m.get("loan_id", "")).startswith("DEMO-") for m in _inbox(tmp_path)):
+                    break
+                time.sleep(0.5)
+            assert any(str(m.get("loan_id", "")).startswith("DEMO-") for m in _inbox(tmp_path))
+        latest = subprocess.run(
+            [sys.executable, "-m", "scripts.inbox", "latest", "--dir", str(tmp_path / "inbox")],
+            capture_output=True,
+            text=True,
+            cwd=STACK.parent.parent,
+        )
+        assert latest.returncode == 0 and "INBOX-1" in latest.stdout, latest.stdout + latest.stderr
+    finally:
+        pids = [int((tmp_path / f"{n}.pid").read_text()) for n in ("api", "worker", "temporal", "inbox")]
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=90)
     assert proc.returncode == 0, output + rest
-    assert "stopping worker" in rest and "stopping temporal" in rest and "stopped." in rest
-    assert not _port_open(port) and not _port_open(ui_port)
-    assert not (tmp_path / "worker.pid").exists() and not (tmp_path / "temporal.pid").exists()
+    for name in ("api", "worker", "temporal", "inbox"):
+        assert f"stopping {name}" in rest and not (tmp_path / f"{name}.pid").exists(), rest
+    assert "stopped." in rest
+    for pid in pids:  # no process left behind
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    assert not any(_port_open(p) for p in (port, ui_port, api_port, smtp_port, inbox_port))
