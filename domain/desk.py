@@ -28,7 +28,7 @@ from domain.enums import (
     OverdueReason,
     PromiseStatus,
 )
-from domain.ledger import PAID_AT_SKEW, CaseError, outstanding, today_for
+from domain.ledger import CaseError, outstanding, reported_instant, today_for
 from domain.money import format_amount
 from domain.planner import call_allowed_at, reconcile, trim_call_log
 from domain.protections import ALL_CHANNELS, broken_promises, counts_toward
@@ -69,19 +69,10 @@ def _require_open(case: Case) -> None:
 
 
 def _instant(case: Case, field: str, value: datetime | None, now: datetime, max_days_back: int) -> datetime:
-    """When something happened, as the caller says (default now): with a UTC offset, not
-    in the future, not before disbursal, at most `max_days_back` days ago."""
+    """When something happened, as the caller says (default now): see `reported_instant`."""
     if value is None:
         return now
-    if value.tzinfo is None or value.utcoffset() is None:
-        raise CaseError(field, "must carry a UTC offset, e.g. 2026-03-01T10:00:00+08:00")
-    if value > now + PAID_AT_SKEW:
-        raise CaseError(field, f"{value.isoformat()} is in the future")
-    if value < now - timedelta(days=max_days_back):
-        raise CaseError(field, f"{value.isoformat()} is more than {max_days_back} days ago")
-    if local_date(value, case.timezone) < case.disbursed_on:
-        raise CaseError(field, "is before the loan was disbursed")
-    return min(value, now)
+    return reported_instant(case, field, value, now, max_days_back, late="ago")
 
 
 def _status_of(case: Case, promise_id: str) -> str:

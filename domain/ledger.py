@@ -264,28 +264,37 @@ def reamortize(case: Case, later: list[Installment], prepaid: int) -> list[Insta
     return changed
 
 
-def payment_date(case: Case, paid_at: datetime, now: datetime) -> datetime:
-    """When a payment counts: when it was made (a due date is met by paying any time that
-    local day), but never later than now (a gateway clock a little ahead) nor earlier than
-    the last change already applied (ledger events stay in order). Refused, naming
-    `paid_at`: no UTC offset, in the future beyond the clock skew, before disbursal, or
-    more than `payment_backdate_days` before it was reported."""
-    if paid_at.tzinfo is None or paid_at.utcoffset() is None:
-        raise CaseError("paid_at", "must carry a UTC offset, e.g. 2026-03-01T10:00:00+08:00")
-    if paid_at > now + PAID_AT_SKEW:
-        raise CaseError("paid_at", f"{paid_at.isoformat()} is in the future")
+def reported_instant(
+    case: Case, field: str, value: datetime, now: datetime, max_days_back: int, *, late: str
+) -> datetime:
+    """A moment a caller reports (a payment made, a promise made, a dispute received, a
+    call): never later than now (a caller's clock a little ahead). Refused, naming
+    `field`: no UTC offset, in the future beyond the clock skew, out of the calendar,
+    before disbursal, or more than `max_days_back` days `late` (e.g. "ago")."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise CaseError(field, "must carry a UTC offset, e.g. 2026-03-01T10:00:00+08:00")
+    if value > now + PAID_AT_SKEW:
+        raise CaseError(field, f"{value.isoformat()} is in the future")
     try:
-        paid_on = today_for(case, paid_at)
+        day = today_for(case, value)
     except (OverflowError, ValueError):
         # A time at the edge of the calendar (0001-01-01T00:00+14:00) has no local date:
         # refused naming the field, never raised out of a message handler.
-        raise CaseError("paid_at", f"{paid_at.isoformat()} is out of range") from None
-    if paid_on < case.disbursed_on:
-        raise CaseError("paid_at", "is before the loan was disbursed")
+        raise CaseError(field, f"{value.isoformat()} is out of range") from None
+    if day < case.disbursed_on:
+        raise CaseError(field, "is before the loan was disbursed")
+    if value < now - timedelta(days=max_days_back):
+        raise CaseError(field, f"{value.isoformat()} is more than {max_days_back} days {late}")
+    return min(value, now)
+
+
+def payment_date(case: Case, paid_at: datetime, now: datetime) -> datetime:
+    """When a payment counts: when it was made (a due date is met by paying any time that
+    local day), but never later than now nor earlier than the last change already applied
+    (ledger events stay in order). Refused as `reported_instant` refuses, naming
+    `paid_at` (at most `payment_backdate_days` before it was reported)."""
     limit = case.policy.payment_backdate_days
-    if paid_at < now - timedelta(days=limit):
-        raise CaseError("paid_at", f"{paid_at.isoformat()} is more than {limit} days before it was reported")
-    dated = min(paid_at, now)
+    dated = reported_instant(case, "paid_at", paid_at, now, limit, late="before it was reported")
     return max(dated, case.ledger_at) if case.ledger_at is not None else dated
 
 
