@@ -57,6 +57,7 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 
 from client.errors import ClientError, Problem
 from client.loans import CollectionsClient, connect
+from domain.desk import CALL_RESULT_PREFIX
 from domain.enums import ContactResult, LoggedChannel
 from models import repo
 from models.db import make_engine, session_scope
@@ -84,9 +85,10 @@ RETRY_AFTER_SECONDS = 5  # what a 503 tells the caller to wait before retrying
 PAYMENT_WAIT_SECONDS = 30.0  # how long a payment waits for the workflow's answer
 STATE_WAIT_SECONDS = 15.0
 HEALTH_WAIT_SECONDS = 3.0
-# The voice calls the IVR provider reports are logged on the loan as this collector.
+# The voice calls the IVR provider reports are logged on the loan as this collector, as
+# contact `ivr:<message_id>`: the workflow matches it to the call it placed, which
+# counted toward the caps once, when it was placed.
 IVR_AGENT = "ivr"
-IVR_CONTACT_PREFIX = "ivr:"
 
 # What each kind of problem the client library reports is for an HTTP caller.
 STATUS: dict[Problem, int] = {
@@ -498,7 +500,7 @@ def create_app(
             )
         try:
             contact = ContactLogIn(
-                contact_id=IVR_CONTACT_PREFIX + body.message_id,
+                contact_id=CALL_RESULT_PREFIX + body.message_id,
                 agent_ids=[IVR_AGENT],
                 channel=LoggedChannel.VOICE,
                 result=body.result,

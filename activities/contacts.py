@@ -19,6 +19,12 @@ towards a provider that honours the key). A provider that cannot take the messag
 raises (5xx, timeout, refused connection): the activity retries with backoff, and past
 the contact window (`not_after`) the contact is deferred to the next window.
 
+A call is also checked against the policy's call caps counted over the borrower's calls
+on ALL loans (`borrower_call`), and recorded there, in step 1's transaction under a lock
+on the borrower: over a cap it is not sent but deferred (`not_before`: when the caps
+allow the next call); a provider's refusal or a deferral past the window takes the
+recorded attempt back.
+
 `line` is a reference to the detail used ('mobile', 'alt', 'email', 'postal', 'app'),
 never the address itself; the address is never logged unmasked.
 """
@@ -27,6 +33,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -49,7 +56,9 @@ from activities.delivery import (
     mails_letters,
 )
 from activities.templates import TEMPLATE_NAMES, TemplateError, render
+from domain.case import CallAttempt
 from domain.enums import Channel
+from domain.planner import next_call_at
 from models import repo
 from models.tables import (
     FINAL_CONTACT_STATUSES,
@@ -117,6 +126,40 @@ def outcome_of(row: ContactAttempt) -> ContactOutcome:
     )
 
 
+CAPS_REASON = "call caps across the borrower's loans"
+# The caps look at most 7 days back from the instant checked (and a day more for the
+# local day of a far time zone).
+CALL_LOOKBACK = timedelta(days=8)
+
+
+def _take_call_slot(session: Session, req: ContactRequest, line: str) -> datetime | None:
+    """Check the call caps against the borrower's calls on ALL loans and record this call
+    in the ledger, under the borrower's lock: None when the call may be placed (recorded),
+    else the first instant the caps allow one. The call counts at its planned instant (it
+    is placed in that day's window or not at all, see `not_after`). A retry of a call
+    already recorded (a 5xx, a worker restart) goes ahead: it is the same call."""
+    if repo.call_by_key(session, req.key) is not None:
+        return None
+    at = as_utc(req.scheduled_at)
+    if req.call_caps is not None and req.contact_window is not None and req.timezone is not None:
+        calls = repo.borrower_calls(session, req.borrower_id, at - CALL_LOOKBACK)
+        log = [CallAttempt(at=as_utc(c.at), line=c.line, connected=c.connected) for c in calls]
+        allowed = next_call_at(req.call_caps, req.contact_window, req.timezone, log, at)
+        if allowed > at:
+            return allowed
+    repo.record_call(
+        session,
+        key=req.key,
+        borrower_id=req.borrower_id,
+        loan_id=req.loan_id,
+        line=line,
+        at=at,
+        connected=False,
+        source="outbox",
+    )
+    return None
+
+
 @dataclass(frozen=True)
 class _Pending:
     row_id: int
@@ -127,7 +170,13 @@ def _prepare(session: Session, req: ContactRequest, letters_by_mail: bool) -> Co
     row = repo.contact_by_key(session, req.key)
     if row is not None and row.status in SENT_CONTACT_STATUSES:
         return outcome_of(row)
-    borrower = session.get(Borrower, req.borrower_id)
+    call = req.channel == Channel.VOICE
+    # A call locks the borrower (PostgreSQL; SQLite: BEGIN IMMEDIATE already serialises
+    # writers) so the caps are checked and the attempt recorded as one step across loans.
+    if call:
+        borrower = repo.lock_borrower(session, req.borrower_id)
+    else:
+        borrower = session.get(Borrower, req.borrower_id)
     target = pick_target(borrower, req.channel, letters_by_mail=letters_by_mail)
     if row is None:
         row = ContactAttempt(
@@ -147,6 +196,16 @@ def _prepare(session: Session, req: ContactRequest, letters_by_mail: bool) -> Co
         session.add(row)
         session.flush()
         return outcome_of(row)
+    if call:
+        not_before = _take_call_slot(session, req, target.line)
+        if not_before is not None:
+            # Not sent, still owed: the row stays queued and says why; the workflow plans
+            # the call again at `not_before` (same key, same row).
+            reason = f"{CAPS_REASON}: next call allowed at {not_before.isoformat()}"
+            row.status, row.reason, row.line = "queued", clip(reason, 255), target.line
+            session.add(row)
+            session.flush()
+            return ContactOutcome(status="deferred", reason=reason, line=target.line, not_before=not_before)
     rendered = render(
         req.template, borrower.preferred_language if borrower else None, req.params, req.loan_id
     )
@@ -188,6 +247,10 @@ def _record(session: Session, row_id: int, channel: Channel, receipt: DeliveryRe
     if channel == Channel.VOICE:
         row.dialed = receipt.delivered
         row.connected = receipt.delivered and receipt.connected
+        if not receipt.delivered:  # refused: no call was placed, it does not count
+            repo.release_call(session, row.idempotency_key)
+        elif row.connected:
+            repo.mark_call_connected(session, row.idempotency_key, True)
     session.add(row)
     session.flush()
     return outcome_of(row)
@@ -203,8 +266,9 @@ def _too_late(session: Session, row_id: int) -> ContactOutcome:
     if row.status in SENT_CONTACT_STATUSES:
         return outcome_of(row)
     # Not final: the workflow plans the same contact (same key) into the next window,
-    # and that attempt delivers it.
+    # and that attempt delivers it (a call is checked against the caps again then).
     row.reason = DEFERRED_REASON
+    repo.release_call(session, row.idempotency_key)
     session.add(row)
     session.flush()
     return ContactOutcome(status="deferred", reason=DEFERRED_REASON, line=row.line)

@@ -9,6 +9,7 @@ never writes a record twice.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +27,8 @@ from activities._support import (
     unit_of_work,
     upsert_by_key,
 )
-from domain.enums import CollectionStage, DisputeStatus
+from domain.desk import CALL_RESULT_PREFIX, LOGGED_CALL_LINE
+from domain.enums import CollectionStage, ContactResult, DisputeStatus, LoggedChannel
 from domain.planner import dispute_overdue_key
 from domain.policy import Policy, PolicyError, load_policy
 from models import repo
@@ -47,6 +49,7 @@ from models.tables import (
 from models.wire import (
     AuditEvent,
     CaseEvents,
+    ContactLogRecord,
     DeskRecords,
     InstallmentView,
     LoanProjection,
@@ -185,6 +188,31 @@ def _desk_rows(desk: DeskRecords) -> list[DeskRow]:
             )
         )
     return rows
+
+
+def _ledger_calls(session: Session, contacts: Sequence[ContactLogRecord]) -> None:
+    """Logged calls into the borrower's call ledger, so the caps hold across loans for
+    people too: a collector's call is a new attempt; the IVR's report of an automated call
+    (contact `ivr:<outbox key>`) only says whether that call, already in the ledger,
+    connected. Idempotent: each call is keyed."""
+    for c in contacts:
+        if c.channel is not LoggedChannel.VOICE:
+            continue
+        reached = c.result is ContactResult.REACHED
+        if c.contact_id.startswith(CALL_RESULT_PREFIX):
+            placed = c.contact_id.removeprefix(CALL_RESULT_PREFIX)
+            if repo.mark_call_connected(session, placed, reached):
+                continue
+        repo.record_call(
+            session,
+            key=f"log:{c.loan_id}/{c.contact_id}",
+            borrower_id=c.borrower_id,
+            loan_id=c.loan_id,
+            line=LOGGED_CALL_LINE,
+            at=as_utc(c.at),
+            connected=reached,
+            source="logged",
+        )
 
 
 class RecordActivities:
@@ -388,6 +416,7 @@ class RecordActivities:
                 upsert_by_key(session, table, key, {k: v for k, v in values.items() if k != "loan_id"})
             # A dispute resolved: its escalation task is done.
             repo.close_case_tasks(session, keys=resolved, status="resolved")
+            _ledger_calls(session, desk.contacts)
 
         insert_once(self.engine, work)
 

@@ -85,6 +85,9 @@ class CallAttempt(BaseModel):
     at: datetime
     line: str
     connected: bool
+    # The outbox key of an automated call (its provider's message id): the IVR's later
+    # report of how that call went is matched to it, so one call counts once.
+    key: str | None = None
 
 
 class Episode(BaseModel):
@@ -235,6 +238,9 @@ class Case(BaseModel):
     closed: bool = False
     contacts_sent: int = 0
     call_log: list[CallAttempt] = Field(default_factory=list)
+    # The borrower's calls on all loans reached a cap (the database said so at send time):
+    # no automated call on this loan before this instant.
+    calls_deferred_until: datetime | None = None
 
     # When the ledger last changed (a payment's paid_at, a restructuring): ledger events
     # are applied in time order, so a backdated payment cannot undo penalty already due.

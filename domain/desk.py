@@ -40,6 +40,9 @@ CONTACT_LOG_KEPT = 50  # logged contacts kept on the case (the database keeps th
 # The line a collector's logged call counts against for the per-number cap: the
 # borrower's primary number, the one collectors dial (the conservative choice).
 LOGGED_CALL_LINE = "mobile"
+# The IVR provider's report of an automated call is logged as contact "ivr:<outbox key>"
+# (POST /calls): the result of a call already counted when it was placed.
+CALL_RESULT_PREFIX = "ivr:"
 
 
 @dataclass(frozen=True)
@@ -323,6 +326,14 @@ def set_contact_preferences(
 # --- The contact log ---------------------------------------------------------------------
 
 
+def _placed_call(case: Case, contact_id: str) -> CallAttempt | None:
+    """The automated call whose result `contact_id` reports, if it is one of this loan's."""
+    if not contact_id.startswith(CALL_RESULT_PREFIX):
+        return None
+    key = contact_id.removeprefix(CALL_RESULT_PREFIX)
+    return next((c for c in case.call_log if c.key == key), None)
+
+
 def log_contact(
     case: Case,
     *,
@@ -348,7 +359,9 @@ def log_contact(
     if channel is LoggedChannel.FIELD_VISIT and len(agents) < 2:
         raise CaseError("agent_ids", f"a field visit needs at least two collectors (got {len(agents)})")
     window = policy.contact_window
-    if channel is not LoggedChannel.INBOUND and not in_contact_window(when, tz, window.opens, window.closes):
+    placed = _placed_call(case, contact_id) if channel is LoggedChannel.VOICE else None
+    outbound = channel is not LoggedChannel.INBOUND and placed is None
+    if outbound and not in_contact_window(when, tz, window.opens, window.closes):
         local = when.astimezone(zone(tz)).strftime("%Y-%m-%d %H:%M")
         raise CaseError(
             "at",
@@ -356,7 +369,14 @@ def log_contact(
             f"({tz}): no {channel.value.replace('_', ' ')} then",
         )
     update: dict[str, object] = {}
-    if channel is LoggedChannel.VOICE:
+    if placed is not None:
+        # How an automated call went: the call counted toward the caps when it was placed
+        # (and passed the window and caps then); it does not count a second time.
+        reached = result is ContactResult.REACHED
+        update["call_log"] = [
+            c.model_copy(update={"connected": reached}) if c is placed else c for c in case.call_log
+        ]
+    elif channel is LoggedChannel.VOICE:
         allowed = call_allowed_at(policy, tz, case.call_log, when)
         if allowed != when:
             raise CaseError(

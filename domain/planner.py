@@ -60,7 +60,7 @@ from domain.ledger import (
     today_for,
     unsettled,
 )
-from domain.policy import STAGE_ENTRY_KINDS, LadderStep, Policy
+from domain.policy import STAGE_ENTRY_KINDS, CallCaps, ContactWindow, LadderStep, Policy
 from domain.protections import allowed_channels, holding, lapse, route
 
 CHANNEL_OF = {
@@ -109,6 +109,10 @@ class Outcome(BaseModel):
 
     delivered: bool = True  # contacts: delivered (False: suppressed or failed)
     deferred: bool = False  # contacts: not sent, too late for the window: still owed
+    # A call deferred because the borrower's calls on all loans reached a cap: the first
+    # instant another call is allowed.
+    not_before: datetime | None = None
+    call_key: str | None = None  # a dialed call: its outbox key (see CallAttempt.key)
     dialed: bool = False
     connected: bool = False
     line: str | None = None
@@ -156,8 +160,15 @@ def window_close(policy: Policy, tz: str, instant: datetime) -> datetime:
 def call_allowed_at(policy: Policy, tz: str, log: list[CallAttempt], instant: datetime) -> datetime:
     """The first instant >= `instant` at which one more call attempt keeps every cap, inside
     the contact window."""
-    caps = policy.call_caps
-    at = in_window(policy, tz, instant)
+    return next_call_at(policy.call_caps, policy.contact_window, tz, log, instant)
+
+
+def next_call_at(
+    caps: CallCaps, window: ContactWindow, tz: str, log: list[CallAttempt], instant: datetime
+) -> datetime:
+    """`call_allowed_at` for the caps and window alone: the outbox checks a borrower's
+    calls on all loans with it, under the caps and window the workflow sends."""
+    at = into_contact_window(instant, tz, window.opens, window.closes)
     for _ in range(_MAX_DEFERRALS):
         day = local_date(at, tz)
         same_day = [c for c in log if local_date(c.at, tz) == day]
@@ -168,13 +179,15 @@ def call_allowed_at(policy: Policy, tz: str, log: list[CallAttempt], instant: da
         if connected >= caps.connected_calls_per_day or (
             per_line and max(per_line.values()) >= caps.dial_attempts_per_line_per_day
         ):
-            at = in_window(policy, tz, next_local_midnight(at, tz))
+            at = into_contact_window(next_local_midnight(at, tz), tz, window.opens, window.closes)
             continue
         week = sorted(c.at for c in log if at - timedelta(days=7) < c.at <= at)
         if len(week) >= caps.call_attempts_per_7_days:
             # Wait until enough of the window's attempts are more than 7 days old.
             oldest_to_expire = week[len(week) - caps.call_attempts_per_7_days]
-            at = in_window(policy, tz, oldest_to_expire + timedelta(days=7, microseconds=1))
+            at = into_contact_window(
+                oldest_to_expire + timedelta(days=7, microseconds=1), tz, window.opens, window.closes
+            )
             continue
         return at
     return at  # pragma: no cover - caps are positive, so deferral converges
@@ -247,9 +260,16 @@ class Gate(BaseModel):
     delayed_by: str | None = None
 
 
-def _gate(case: Case, policy: Policy, kind: ActionKind, due_at: datetime) -> Gate:
+ACROSS_LOANS = "call caps across the borrower's loans"
+
+
+def _gate(
+    case: Case, policy: Policy, kind: ActionKind, due_at: datetime, nominal: datetime | None = None
+) -> Gate:
     """The step of `kind` that falls due at `due_at` (never before now) under the holds,
-    the contact preferences, the contact window and the call caps."""
+    the contact preferences, the contact window and the call caps. `nominal` is the moment
+    it fell due, when that was earlier: a step the window or the caps moved is planned
+    again when its time comes (then due now), and still says which rule moved it."""
     hold = holding(case, local_date(due_at, case.timezone), kind)
     planned = CHANNEL_OF.get(kind)
     if hold is not None:
@@ -263,13 +283,24 @@ def _gate(case: Case, policy: Policy, kind: ActionKind, due_at: datetime) -> Gat
         return Gate(
             at=due_at, channel=planned, held_by=f"preference:{planned.value} not accepted ({accepted})"
         )
+    at, delayed_by = _moved(case, policy, channel, due_at)
+    if delayed_by is None and nominal is not None and nominal < due_at:
+        _, delayed_by = _moved(case, policy, channel, nominal)
+    return Gate(at=at, channel=channel, delayed_by=delayed_by)
+
+
+def _moved(case: Case, policy: Policy, channel: Channel, due_at: datetime) -> tuple[datetime, str | None]:
+    """When a contact on `channel` due at `due_at` may go, and the rule that moved it."""
     at = in_window(policy, case.timezone, due_at)
     delayed_by = "contact window" if at > due_at else None
     if channel is Channel.VOICE:
+        across = case.calls_deferred_until
+        if across is not None and across > at:
+            at, delayed_by = in_window(policy, case.timezone, across), ACROSS_LOANS
         capped = call_allowed_at(policy, case.timezone, case.call_log, at)
         if capped > at:
             at, delayed_by = capped, "call caps"
-    return Gate(at=at, channel=channel, delayed_by=delayed_by)
+    return at, delayed_by
 
 
 def _reminders(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
@@ -292,7 +323,7 @@ def _reminders(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]
             at = in_window(policy, case.timezone, max(nominal, now))
             if nominal < case.onboarded_at or local_date(at, case.timezone) > send_day:
                 continue  # missed before onboarding, or its day has passed: never replayed
-            gate = _gate(case, policy, ActionKind.REMINDER, max(nominal, now))
+            gate = _gate(case, policy, ActionKind.REMINDER, max(nominal, now), nominal)
             actions.append(
                 PlannedAction(
                     kind=ActionKind.REMINDER,
@@ -403,7 +434,7 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
             if episode.credit_noticed_at is None:
                 continue  # no notice, no report
             due_at = max(due_at, episode.credit_noticed_at + timedelta(days=policy.credit_notice_lead_days))
-        gate = _gate(case, policy, step.kind, due_at)
+        gate = _gate(case, policy, step.kind, due_at, nominal)
         if gate.held_by is not None and step.id in episode.held:
             continue  # stopped once already: written down, not again
         actions.append(
@@ -419,7 +450,7 @@ def _ladder(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
                 f" (installment {episode.anchor_seq})",
                 held_by=gate.held_by,
                 delayed_by=gate.delayed_by,
-                due_at=due_at,
+                due_at=nominal if gate.delayed_by else due_at,
             )
         )
     # A case waiting in the unassigned queue is not handed to a collector while a hold
@@ -483,7 +514,7 @@ def _desk(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
         # that its payment has not arrived.
         if p.status is PromiseStatus.BROKEN and not p.notified and p.episode == episode:
             assert p.settled_at is not None
-            gate = _gate(case, policy, ActionKind.BROKEN_PROMISE, max(p.settled_at, now))
+            gate = _gate(case, policy, ActionKind.BROKEN_PROMISE, max(p.settled_at, now), p.settled_at)
             actions.append(
                 PlannedAction(
                     kind=ActionKind.BROKEN_PROMISE,
@@ -580,7 +611,12 @@ def next_action(case: Case, policy: Policy, now: datetime) -> PlannedAction | No
 def record_outcome(case: Case, action: PlannedAction, outcome: Outcome, now: datetime) -> Case:
     """The case after `action` was executed with `outcome`."""
     if outcome.deferred:
-        return case  # nothing happened; the step stays owed and is planned into the next window
+        # Nothing happened; the step stays owed: planned into the next window, or, when
+        # the borrower's calls on all loans reached a cap, not before that cap allows.
+        if outcome.not_before is None:
+            return case
+        until = max(outcome.not_before, case.calls_deferred_until or outcome.not_before)
+        return case.model_copy(update={"calls_deferred_until": until})
     if action.held_by is not None:
         return _record_held(case, action)
     update: dict[str, object] = {}
@@ -597,7 +633,11 @@ def record_outcome(case: Case, action: PlannedAction, outcome: Outcome, now: dat
     if action.is_contact and outcome.delivered:
         update["contacts_sent"] = case.contacts_sent + 1
     if outcome.dialed:
-        attempt = CallAttempt(at=now, line=outcome.line or "primary", connected=outcome.connected)
+        if case.calls_deferred_until is not None and now >= case.calls_deferred_until:
+            update["calls_deferred_until"] = None  # served: the call it waited for went out
+        attempt = CallAttempt(
+            at=now, line=outcome.line or "primary", connected=outcome.connected, key=outcome.call_key
+        )
         update["call_log"] = [*trim_call_log(case.call_log, now), attempt]
     kind = action.kind
     if kind is ActionKind.CREDIT_REPORT:

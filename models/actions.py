@@ -12,7 +12,7 @@ from typing import TypeVar
 from pydantic import BaseModel
 
 from domain.case import Case
-from domain.enums import ActionKind
+from domain.enums import ActionKind, Channel
 from domain.ledger import days_past_due, overdue_amount, owed_on, today_for
 from domain.planner import QUEUE_RELEASE, Outcome, PlannedAction, window_close
 from models.views import installments_of, outstanding_of
@@ -55,6 +55,7 @@ def contact_request(case: Case, action: PlannedAction, now: datetime) -> Contact
         if kind is ActionKind.REMINDER and inst
         else overdue_amount(case, today)
     )
+    call = action.channel is Channel.VOICE
     params = ContactParams(
         amount=amount,
         currency=case.currency,
@@ -75,19 +76,25 @@ def contact_request(case: Case, action: PlannedAction, now: datetime) -> Contact
         scheduled_at=action.at,
         params=params,
         not_after=window_close(case.policy, case.timezone, action.at),
+        call_caps=case.policy.call_caps if call else None,
+        contact_window=case.policy.contact_window if call else None,
+        timezone=case.timezone if call else None,
     )
 
 
-def contact_outcome(result: ContactOutcome) -> Outcome:
-    """A deferred contact (too late for the window) is still owed; anything but
-    `delivered` (suppressed, failed) counts as not delivered."""
+def contact_outcome(result: ContactOutcome, call_key: str | None = None) -> Outcome:
+    """A deferred contact (too late for the window, or over the borrower's call caps across
+    loans) is still owed; anything but `delivered` (suppressed, failed) counts as not
+    delivered. A dialed call remembers `call_key` (its outbox key) so the IVR's report of
+    it is matched to it."""
     if result.status == "deferred":
-        return Outcome(delivered=False, deferred=True)
+        return Outcome(delivered=False, deferred=True, not_before=result.not_before)
     return Outcome(
         delivered=result.status == "delivered",
         dialed=result.dialed,
         connected=result.connected,
         line=result.line,
+        call_key=call_key if result.dialed else None,
     )
 
 

@@ -19,6 +19,11 @@ contact preferences and logged contacts (as the workflow last wrote them);
 `open_case_tasks` the open dispute_overdue / hardship_review tasks of an agent, of the
 unassigned queue, or all of them.
 
+The borrower's call ledger (`borrower_call`, the call caps across all of a borrower's
+loans): `lock_borrower` serialises the check-and-record of one borrower's calls on
+PostgreSQL (SQLite: `session_scope(immediate=True)`), `borrower_calls` reads the recent
+ones, `record_call` / `release_call` / `mark_call_connected` keep it.
+
 The outbox: `record_receipt` applies a provider's receipt (POST /receipts) to a
 contact_attempt row: queued / accepted -> delivered / failed, never over a final status.
 
@@ -43,6 +48,7 @@ from models.tables import (
     Assignment,
     AuditLog,
     Borrower,
+    BorrowerCall,
     BorrowerCreate,
     CaseTask,
     ContactAttempt,
@@ -346,6 +352,93 @@ def _clip(value: str | None, max_len: int) -> str | None:
     if value is None or len(value) <= max_len:
         return value
     return value[: max_len - 1] + "…"
+
+
+# --- the borrower's call ledger ---------------------------------------------------------
+
+CALL_SOURCES = frozenset({"outbox", "logged"})
+
+
+def lock_borrower(session: Session, borrower_id: str) -> Borrower | None:
+    """The borrower's row, locked until the transaction ends (PostgreSQL `FOR UPDATE`), so
+    two loans of one borrower check and record their calls one after the other."""
+    _require(borrower_id, "borrower_id")
+    return session.get(Borrower, borrower_id, with_for_update=True)
+
+
+def borrower_calls(session: Session, borrower_id: str, since: datetime) -> list[BorrowerCall]:
+    """The borrower's call attempts on all loans from `since` on, oldest first."""
+    _require(borrower_id, "borrower_id")
+    return list(
+        session.exec(
+            select(BorrowerCall)
+            .where(col(BorrowerCall.borrower_id) == borrower_id, col(BorrowerCall.at) >= since)
+            .order_by(col(BorrowerCall.at), col(BorrowerCall.id))
+        ).all()
+    )
+
+
+def call_by_key(session: Session, key: str) -> BorrowerCall | None:
+    _require(key, "key")
+    return session.exec(select(BorrowerCall).where(col(BorrowerCall.key) == key)).first()
+
+
+def record_call(
+    session: Session,
+    *,
+    key: str,
+    borrower_id: str,
+    loan_id: str,
+    line: str,
+    at: datetime,
+    connected: bool,
+    source: str,
+) -> bool:
+    """One call attempt in the ledger, once per `key`: True when recorded now, False when
+    it already was (a retry of the same call, or a log written again)."""
+    for name, value in (("key", key), ("borrower_id", borrower_id), ("loan_id", loan_id), ("line", line)):
+        _require(value, name)
+    if source not in CALL_SOURCES:
+        raise ValueError(f"source must be one of {', '.join(sorted(CALL_SOURCES))}, not {source!r}")
+    if call_by_key(session, key) is not None:
+        return False
+    session.add(
+        BorrowerCall(
+            key=key,
+            borrower_id=borrower_id,
+            loan_id=loan_id,
+            line=line,
+            at=at,
+            connected=connected,
+            source=source,
+        )
+    )
+    session.flush()
+    return True
+
+
+def release_call(session: Session, key: str) -> bool:
+    """Take back a call attempt recorded before the call was placed, when it was not
+    placed after all (the provider refused it, or it was deferred past the window)."""
+    row = call_by_key(session, key)
+    if row is None:
+        return False
+    session.delete(row)
+    session.flush()
+    return True
+
+
+def mark_call_connected(session: Session, key: str, connected: bool) -> bool:
+    """How an automated call went, once the IVR reports it: a connected call counts toward
+    the cap on connected calls. False when the call is not in the ledger."""
+    row = call_by_key(session, key)
+    if row is None:
+        return False
+    if row.connected != connected:
+        row.connected = connected
+        session.add(row)
+        session.flush()
+    return True
 
 
 def contacts_for_loan(session: Session, loan_id: str) -> list[ContactAttempt]:

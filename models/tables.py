@@ -251,6 +251,27 @@ class ContactAttempt(SQLModel, table=True):
     receipt_detail: str | None = Field(default=None, max_length=255)
 
 
+class BorrowerCall(SQLModel, table=True):
+    """The borrower's call ledger across ALL loans: one row per call attempt (an automated
+    call, by its outbox key; a collector's logged call, `log:<loan>/<contact id>`). The
+    outbox checks the policy's call caps against it and records the attempt in the same
+    transaction, under a lock on the borrower (PostgreSQL `FOR UPDATE` on the borrower
+    row; SQLite: the write lock of BEGIN IMMEDIATE), so two loans never both take the
+    last allowed call. `line` is a detail reference ('mobile', 'alt'), never a number."""
+
+    __tablename__ = "borrower_call"
+    __table_args__ = (sa.Index("ix_borrower_call_borrower_id_at", "borrower_id", "at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(unique=True, max_length=KEY_LEN)
+    borrower_id: str = Field(max_length=ID_LEN)
+    loan_id: str = Field(max_length=ID_LEN)
+    line: str = Field(max_length=16)
+    at: datetime = _ts()
+    connected: bool = False
+    source: str = Field(max_length=16)  # outbox / logged
+
+
 # --- agents and assignments ----------------------------------------------------------
 
 

@@ -34,6 +34,7 @@ from domain.enums import (
     RepaymentMethod,
     RestructuringKind,
 )
+from domain.policy import CallCaps, ContactWindow
 
 
 class Wire(BaseModel):
@@ -451,10 +452,16 @@ class ContactRequest(Wire):
     # When the borrower's contact window closes that day: past it, the message is
     # suppressed instead of sent (retries must not deliver at night).
     not_after: datetime | None = None
+    # A call: the policy's caps and window and the loan's time zone, under which the
+    # outbox checks the borrower's calls on ALL loans before dialling.
+    call_caps: CallCaps | None = None
+    contact_window: ContactWindow | None = None
+    timezone: str | None = None
 
 
-# deferred: retries ran past the contact window; nothing was sent, the contact is due
-# again in the next window.
+# deferred: nothing was sent and the contact is still owed: retries ran past the contact
+# window (due again in the next window), or a call would break the borrower's call caps
+# counted across all loans (due again at `not_before`).
 ContactStatus = Literal["delivered", "suppressed", "failed", "deferred"]
 
 
@@ -466,6 +473,9 @@ class ContactOutcome(Wire):
     dialed: bool = False
     connected: bool = False
     line: str | None = None
+    # deferred by the borrower's call caps across loans: the first instant a call is
+    # allowed again (None: deferred by the contact window, to its next opening).
+    not_before: datetime | None = None
 
 
 class AgentRequest(Wire):

@@ -487,6 +487,38 @@ def test_a_logged_call_is_one_attempt_on_the_primary_line() -> None:
     assert case.call_log[-1] == CallAttempt(at=dpd(7, 11), line="mobile", connected=False)
 
 
+def placed_calls(*when: datetime) -> list[CallAttempt]:
+    """Automated calls this loan placed (no answer), keyed by their outbox keys K0, K1, ..."""
+    return [CallAttempt(at=w, line="mobile", connected=False, key=f"K{n}") for n, w in enumerate(when)]
+
+
+def test_the_ivr_report_of_a_placed_call_does_not_count_it_twice() -> None:
+    """POST /calls logs `ivr:<outbox key>`: the call counted when it was placed; its report
+    only says whether it connected. The 7th call of the week is reported without being
+    refused as an 8th, even after the window closed."""
+    now = dpd(7, 22)
+    case = at(make_case(), now)
+    week = placed_calls(*[dpd(n, 10) for n in range(1, 8)])
+    case = case.model_copy(update={"call_log": week})
+    taken = log(case, now, "ivr:K6", dpd(7, 21, 30), agent_ids=["ivr"])
+    assert taken.status == "logged" and "ivr:K6" in taken.case.contact_ids
+    assert [c.connected for c in taken.case.call_log] == [False] * 6 + [True]
+    assert [c.key for c in taken.case.call_log] == [c.key for c in week]
+    # A report of no call of this loan's is a call like any other: over the caps, refused.
+    with pytest.raises(CaseError, match="outside the contact window"):
+        log(case, now, "ivr:K-other", dpd(7, 21, 30), agent_ids=["ivr"])
+    with pytest.raises(CaseError, match="over the call caps") as exc:
+        log(case, now, "ivr:K-other", dpd(7, 20), agent_ids=["ivr"])
+    assert exc.value.field == "at"
+
+
+def test_an_unanswered_report_leaves_the_call_not_connected() -> None:
+    now = dpd(7, 12)
+    case = at(make_case(), now).model_copy(update={"call_log": placed_calls(dpd(7, 10))})
+    taken = log(case, now, "ivr:K0", dpd(7, 10, 1), result=ContactResult.NO_ANSWER, agent_ids=["ivr"])
+    assert taken.case.call_log == case.call_log
+
+
 def test_outcomes_of_stopped_steps_are_never_replayed() -> None:
     """A stopped step recorded once is not planned again, even while the hold stands."""
     now = dpd(6, 12)

@@ -18,6 +18,7 @@ from domain.case import CallAttempt, Case
 from domain.enums import ActionKind, Channel, CollectionStage
 from domain.ledger import apply_payment, days_past_due, outstanding, overdue_amount, stage, today_for
 from domain.planner import (
+    ACROSS_LOANS,
     Outcome,
     PlannedAction,
     is_housekeeping,
@@ -406,6 +407,33 @@ def test_a_deferred_call_goes_out_the_next_morning() -> None:
     _, later, _ = drive(case, dpd(7, 9), dpd(9))
     calls = [e for e in later if e.action.kind is K.VOICE_CALL]
     assert [(e.action.step_id, as_local(e.at)) for e in calls] == [("dpd-7-call", dpd(8, 8))]
+
+
+def test_a_call_the_borrowers_other_loans_leave_no_room_for_waits_until_the_caps_allow() -> None:
+    """The outbox found the borrower's calls on all loans at a cap and answered when the next
+    call is allowed: the call stays owed, is planned for then (no retry in between: the
+    driver would spin), and goes out then, marked as moved by the caps across loans."""
+    allowed = dpd(9, 10, 30)
+    answers = iter([Outcome(delivered=False, deferred=True, not_before=allowed)])
+
+    def over_cap_once(action: PlannedAction) -> Outcome:
+        if action.step_id == "dpd-7-call":
+            return next(answers, Outcome(dialed=True, line="mobile"))
+        return default_outcome(action)
+
+    case, log, _ = drive(make_case(), local(date(2024, 1, 15), 10), dpd(12), outcome=over_cap_once)
+    calls = [e for e in log if e.action.step_id == "dpd-7-call"]
+    assert [as_local(e.at) for e in calls] == [dpd(7, 10), allowed]
+    assert calls[1].action.delayed_by == ACROSS_LOANS
+    assert case.calls_deferred_until is None  # served
+    assert [c.at for c in case.call_log] == [allowed]
+
+
+def test_a_dialed_call_remembers_its_outbox_key() -> None:
+    case, _ = _to(7)
+    call = next(a for a in plan(case, POLICY, dpd(7, 9)) if a.kind is K.VOICE_CALL)
+    after = record_outcome(case, call, Outcome(dialed=True, line="mobile", call_key=call.key), call.at)
+    assert after.call_log[-1].key == call.key
 
 
 # --- Credit notice and report ---------------------------------------------------------------

@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.intake import REASON_MAX, REF_MAX, clip_text, record_failure, record_rejection
     from domain.ledger import CaseError, stage, today_for
     from domain.onboarding import open_case
-    from domain.planner import Outcome, PlannedAction, next_action, reconcile, record_outcome
+    from domain.planner import ACROSS_LOANS, Outcome, PlannedAction, next_action, reconcile, record_outcome
     from domain.policy import Policy, PolicyError, load_policy
     from domain.protections import open_disputes
     from domain.schedule import TermsError
@@ -56,6 +56,8 @@ A = TypeVar("A")
 R = TypeVar("R")
 ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=10))
 LOG_MAX = 500  # characters of an audit detail (and its log line)
+# workflow.patched ids: logic that changed after loans were running (they replay it).
+CALL_KEYS_PATCH = "call-keys"  # a dialed call keeps its outbox key (the IVR's report)
 
 
 @workflow.defn(name=contract.WORKFLOW_TYPE)
@@ -221,7 +223,13 @@ class LoanCollection:
             self._failed(exc, self.act_retry)
             return None
         self.act_retry.ok()
-        if action.delayed_by is not None and not outcome.deferred:
+        if outcome.not_before is not None:
+            self._audit(
+                "step_delayed",
+                f"{action.summary}: moved by the {ACROSS_LOANS} to {outcome.not_before.isoformat()}",
+                "rule",
+            )
+        elif action.delayed_by is not None and not outcome.deferred:
             due = action.due_at.isoformat() if action.due_at else "earlier"
             self._audit(
                 "step_delayed", f"{action.summary}: due {due}, moved by the {action.delayed_by}", "rule"
@@ -251,7 +259,10 @@ class LoanCollection:
                 return Outcome(delivered=False)
             if kind is ActionKind.CREDIT_NOTICE and sent.status == "delivered":
                 await self._file(action, now)
-            return actions.contact_outcome(sent)
+            # Since the borrower's call ledger: a call remembers its outbox key so the IVR's
+            # report of it counts once (a history from before replays without keys).
+            keyed = sent.dialed and workflow.patched(CALL_KEYS_PATCH)
+            return actions.contact_outcome(sent, call_key=contact.key if keyed else None)
         if kind is ActionKind.ASSIGN_AGENT:
             wanted = actions.agent_request(case, action, now)
             assigned = await self._local(CaseActivities.assign_agent, wanted, summary=action.summary)
