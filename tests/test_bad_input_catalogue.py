@@ -1,6 +1,6 @@
 """Issue 8, the catalogue: bad input through every door a caller has, one table row each.
 
-Three doors, each with ONE dev-server loan (an overdue loan: 10 days past due, penalty
+Four doors, each with ONE dev-server loan (an overdue loan: 10 days past due, penalty
 charged, an agent not yet assigned) shared by its rows, so the catalogue stays fast:
 
 - **updates** (`record_payment`, `apply_restructuring`) sent raw through an untyped
@@ -10,8 +10,16 @@ charged, an agent not yet assigned) shared by its rows, so the catalogue stays f
   handle) sent raw: recorded as rejected in the audit table naming the field (the
   `state` answer does not expose rejections); the rejection is polled for, never slept on;
 - **the CLI** (`starter.py pay / restructure / disburse / borrowers`, in-process): exit 2
-  with one line naming the option, or exit 1 with the workflow's reason naming the field.
+  with one line naming the option, or exit 1 with the workflow's reason naming the field;
+- **the HTTP API** (api.py, contract part 3: `POST /payments`, `POST /receipts`,
+  `POST /calls`, `GET /loans/{id}`), the real app over the same worker and database, driven
+  in-process by httpx: its status (401 signature or bearer, 404 unknown loan or message,
+  413 body too large, 422 bad input or refused by the loan) and a JSON error whose
+  `problem` says which and whose `detail` (and `errors`, when refused at the edge) names
+  the field; the loan's outbox messages the receipts and calls name are unchanged too
+  (its closed-loan row pays the CLI door's paid-off loan).
 
+The update and signal doors also carry the collector's desk messages (contract part 2).
 For every row: the refusal names the field, the loan's money is unchanged (the `state`
 answer's outstanding and installments paid, and the payments booked), the workflow is
 still Running (a closed loan: still Completed), and its history has no failed workflow
@@ -29,6 +37,7 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import pytest_asyncio
 from _pytest.capture import CaptureFixture
@@ -41,11 +50,15 @@ from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 import starter
+from api import create_app
+from client import CollectionsClient
+from models import repo
 from models.db import make_engine, upgrade_schema
 from models.tables import AuditLog, Payment
 from settings import Settings
 from tests.conftest import running_worker
 from tests.loans import SHANGHAI, STARTED, loan_start
+from tests.test_api import PAYMENT_SECRET, TOKEN, WEBHOOK_SECRET, api_settings, encode, outbox_row, sign
 from tests.test_workflow_edge import task_failures
 from tests.test_workflow_ladder import seed
 
@@ -951,3 +964,377 @@ async def test_cli_refuses_naming_the_option_or_field(
     assert out == ""
     await unharmed(door, before)
     await unharmed(door, closed_before, handle=closed_handle, loan_id=door.closed_id, closed=True)
+
+
+# --- Door 4: the inbound HTTP API (contract part 3) ---------------------------------------
+
+
+@dataclass
+class ApiDoor:
+    """The API over the catalogue's worker and database (api.create_app with a client of
+    the dev server), its loan, and two outbox messages of that loan (a voice call and an
+    SMS) that the receipts and calls rows name."""
+
+    door: Door
+    http: httpx.AsyncClient
+    voice: str
+    sms: str
+
+
+@pytest_asyncio.fixture(scope="module")
+async def api_door(world: World) -> AsyncIterator[ApiDoor]:
+    loan_id, handle = await overdue_loan(world)
+    door = Door(world.client, world.db, world.settings, loan_id, handle)
+    voice, sms = f"cat-api:{loan_id}:voice", f"cat-api:{loan_id}:sms"
+    outbox_row(world.db, voice, loan_id, "voice")
+    outbox_row(world.db, sms, loan_id, "sms")
+    settings = api_settings(  # secrets and a 2048-byte body limit, the catalogue's server
+        temporal_address=world.settings.temporal_address,
+        temporal_namespace=world.settings.temporal_namespace,
+        temporal_task_queue=world.settings.temporal_task_queue,
+        database_url=world.settings.database_url,
+    )
+    app = create_app(settings, client=CollectionsClient(world.client, settings), engine=world.db)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://api") as http:
+        yield ApiDoor(door, http, voice, sms)
+
+
+@dataclass(frozen=True)
+class Http:
+    """One request and the answer it must get. `body` is JSON (sent encoded) or bytes
+    (sent as is); in it and in `path`, `{loan}` / `{closed}` stand for the door's loan and
+    the CLI door's paid-off loan, `{voice}` / `{sms}` for the loan's outbox messages.
+    `auth` is what is sent as X-Signature (`good`, `none`, `wrong-secret`, `other-route`:
+    the other secret, `other-body`: a good signature of another body) or, for a GET, as
+    Authorization (`good`, `none`, `wrong`, `basic`). The answer: `status`, its `problem`
+    and the field (or header) the refusal names; `names` is what its detail must say
+    (default `<field>: `)."""
+
+    name: str
+    method: str
+    path: str
+    body: Any
+    status: int
+    problem: str
+    field: str
+    names: str = ""
+    auth: str = "good"
+    xfail: str | None = None
+
+    def param(self) -> Any:
+        marks = [pytest.mark.xfail(strict=True, reason=self.xfail)] if self.xfail else []
+        return pytest.param(self, id=self.name, marks=marks)
+
+
+def paid(**fields: Any) -> dict[str, Any]:
+    return {"loan_id": "{loan}", "payment_id": "P-api-bad", "amount": 10_000, **fields}
+
+
+def receipt(**fields: Any) -> dict[str, Any]:
+    return {"message_id": "{sms}", "status": "delivered", **fields}
+
+
+def call(**fields: Any) -> dict[str, Any]:
+    return {"message_id": "{voice}", "result": "reached", "at": at(TODAY - timedelta(days=1)), **fields}
+
+
+def without(body: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k != key}
+
+
+def post(
+    name: str, path: str, body: Any, status: int, problem: str, fld: str, names: str = "", **kw: Any
+) -> Http:
+    return Http(name, "POST", path, body, status, problem, fld, names, **kw)
+
+
+def get(name: str, loan: str, status: int, problem: str, fld: str, names: str = "", **kw: Any) -> Http:
+    return Http(name, "GET", f"/loans/{loan}", None, status, problem, fld, names, **kw)
+
+
+BIG = "x" * 4000  # the door's app takes bodies of at most 2048 bytes
+SIGNATURE = ("X-Signature", "X-Signature")  # (field, names) of a refused signature
+TOO_LARGE = ("body", "body too large: at most 2048 bytes")
+CALL_DEFECT = (
+    "api.py /calls checks `at` only as CallIn's Instant (ISO, years 2000-2100) and then "
+    "sends contact_logged fire-and-forget: a call the workflow refuses naming `at` is "
+    "answered 202 (the refusal only lands in the audit table), never 422 naming `at`"
+)
+
+API: list[Http] = [
+    # POST /payments: bodies refused at the edge (422 bad_input, `errors` names the field)
+    post("pay-amount-missing", "/payments", without(paid(), "amount"), 422, "bad_input", "amount"),
+    post("pay-amount-string", "/payments", paid(amount="100"), 422, "bad_input", "amount"),
+    post("pay-amount-empty", "/payments", paid(amount=""), 422, "bad_input", "amount"),
+    post("pay-amount-null", "/payments", paid(amount=None), 422, "bad_input", "amount"),
+    post("pay-amount-true", "/payments", paid(amount=True), 422, "bad_input", "amount"),
+    post("pay-amount-1.5", "/payments", paid(amount=1.5), 422, "bad_input", "amount"),
+    post("pay-amount-100.0", "/payments", paid(amount=100.0), 422, "bad_input", "amount"),
+    post("pay-amount-10^16", "/payments", paid(amount=10**16), 422, "bad_input", "amount"),
+    post("pay-amount-10^30", "/payments", paid(amount=10**30), 422, "bad_input", "amount"),
+    post("pay-currency-unknown-nul", "/payments", paid(currency="CN\x00"), 422, "bad_input", "currency"),
+    post(
+        "pay-paid-at-year-2999",
+        "/payments",
+        paid(paid_at="2999-01-01T10:00:00+08:00"),
+        422,
+        "bad_input",
+        "paid_at",
+    ),
+    post("pay-paid-at-unix-number", "/payments", paid(paid_at=EPOCH), 422, "bad_input", "paid_at"),
+    post("pay-paid-at-not-a-time", "/payments", paid(paid_at="yesterday"), 422, "bad_input", "paid_at"),
+    post("pay-payment-id-empty", "/payments", paid(payment_id=""), 422, "bad_input", "payment_id"),
+    post("pay-payment-id-blank", "/payments", paid(payment_id="   "), 422, "bad_input", "payment_id"),
+    post("pay-payment-id-129", "/payments", paid(payment_id="P" * 129), 422, "bad_input", "payment_id"),
+    post("pay-payment-id-bidi", "/payments", paid(payment_id="P\u202e1"), 422, "bad_input", "payment_id"),
+    post("pay-payment-id-number", "/payments", paid(payment_id=42), 422, "bad_input", "payment_id"),
+    post(
+        "pay-payment-id-missing", "/payments", without(paid(), "payment_id"), 422, "bad_input", "payment_id"
+    ),
+    post("pay-channel-newline", "/payments", paid(channel="ali\npay"), 422, "bad_input", "channel"),
+    post("pay-loan-id-missing", "/payments", without(paid(), "loan_id"), 422, "bad_input", "loan_id"),
+    post("pay-loan-id-space", "/payments", paid(loan_id="L 1"), 422, "bad_input", "loan_id"),
+    post("pay-loan-id-65", "/payments", paid(loan_id="L" * 65), 422, "bad_input", "loan_id"),
+    post("pay-loan-id-number", "/payments", paid(loan_id=7), 422, "bad_input", "loan_id"),
+    # (the wire types forbid unknown fields: a misspelt or extra field is refused, never ignored)
+    post("pay-unknown-field", "/payments", paid(tip=5), 422, "bad_input", "tip"),
+    post(
+        "pay-misspelt-field",
+        "/payments",
+        {**without(paid(), "amount"), "amout": 100},
+        422,
+        "bad_input",
+        "amout",
+    ),
+    post(
+        "pay-malformed-json", "/payments", b'{"loan_id": "{loan}", "amount": 100,', 422, "bad_input", "body"
+    ),
+    post("pay-json-array", "/payments", [paid()], 422, "bad_input", "body"),
+    post("pay-json-null", "/payments", None, 422, "bad_input", "body"),
+    post("pay-json-string", "/payments", "pay", 422, "bad_input", "body"),
+    post("pay-empty-body", "/payments", b"", 422, "bad_input", "body"),
+    post("pay-not-utf8", "/payments", b'{"loan_id": "\xff"}', 422, "bad_input", "body"),
+    # POST /payments: refused by the loan's workflow (422 refused, the detail names the field)
+    post("pay-amount-0", "/payments", paid(amount=0), 422, "refused", "amount"),
+    post("pay-amount-minus-1", "/payments", paid(amount=-1), 422, "refused", "amount"),
+    post("pay-amount-above-payoff", "/payments", paid(amount=10**12), 422, "refused", "amount"),
+    post("pay-currency-wrong", "/payments", paid(currency="USD"), 422, "refused", "currency"),
+    post("pay-currency-lowercase", "/payments", paid(currency="cny"), 422, "refused", "currency"),
+    post("pay-paid-at-no-offset", "/payments", paid(paid_at=at(TODAY, tz=None)), 422, "refused", "paid_at"),
+    post(
+        "pay-paid-at-future",
+        "/payments",
+        paid(paid_at=at(TODAY + timedelta(days=2))),
+        422,
+        "refused",
+        "paid_at",
+    ),
+    post(
+        "pay-paid-at-before-disbursal",
+        "/payments",
+        paid(paid_at=at(DISBURSED - timedelta(days=1))),
+        422,
+        "refused",
+        "paid_at",
+    ),
+    post(
+        "pay-paid-at-backdated",
+        "/payments",
+        paid(paid_at=at(TODAY - timedelta(days=8))),
+        422,
+        "refused",
+        "paid_at",
+    ),
+    # POST /payments: the loan
+    post(
+        "pay-unknown-loan",
+        "/payments",
+        paid(loan_id="NO-SUCH-LOAN"),
+        404,
+        "unknown_loan",
+        "loan_id",
+        "unknown loan NO-SUCH-LOAN",
+    ),
+    post(
+        "pay-closed-loan",
+        "/payments",
+        paid(loan_id="{closed}"),
+        422,
+        "closed",
+        "loan_id",
+        "loan {closed} is closed",
+    ),
+    # POST /payments: the signature and the size, checked before the body is read as JSON
+    post("pay-unsigned", "/payments", paid(), 401, "unauthorized", *SIGNATURE, auth="none"),
+    post("pay-wrong-secret", "/payments", paid(), 401, "unauthorized", *SIGNATURE, auth="wrong-secret"),
+    post("pay-webhook-secret", "/payments", paid(), 401, "unauthorized", *SIGNATURE, auth="other-route"),
+    post("pay-other-body-signed", "/payments", paid(), 401, "unauthorized", *SIGNATURE, auth="other-body"),
+    post("pay-garbage-signature", "/payments", paid(), 401, "unauthorized", *SIGNATURE, auth="garbage"),
+    post("pay-unsigned-bad-json", "/payments", b"{nope", 401, "unauthorized", *SIGNATURE, auth="none"),
+    post("pay-oversized", "/payments", paid(channel=BIG), 413, "too_large", *TOO_LARGE),
+    post(
+        "pay-oversized-unsigned", "/payments", paid(channel=BIG), 401, "unauthorized", *SIGNATURE, auth="none"
+    ),
+    # POST /receipts
+    post(
+        "receipt-unknown-message",
+        "/receipts",
+        receipt(message_id="no-such-message"),
+        404,
+        "unknown_message",
+        "message_id",
+        "unknown message no-such-message",
+    ),
+    post("receipt-status-read", "/receipts", receipt(status="read"), 422, "bad_input", "status"),
+    post("receipt-status-uppercase", "/receipts", receipt(status="DELIVERED"), 422, "bad_input", "status"),
+    post("receipt-status-missing", "/receipts", without(receipt(), "status"), 422, "bad_input", "status"),
+    post("receipt-message-id-empty", "/receipts", receipt(message_id=""), 422, "bad_input", "message_id"),
+    post("receipt-detail-newline", "/receipts", receipt(detail="DELIV\nRD"), 422, "bad_input", "detail"),
+    post("receipt-unknown-field", "/receipts", receipt(extra=1), 422, "bad_input", "extra"),
+    post("receipt-json-array", "/receipts", [receipt()], 422, "bad_input", "body"),
+    post("receipt-unsigned", "/receipts", receipt(), 401, "unauthorized", *SIGNATURE, auth="none"),
+    post(
+        "receipt-payment-secret", "/receipts", receipt(), 401, "unauthorized", *SIGNATURE, auth="other-route"
+    ),
+    post(
+        "receipt-other-body-signed",
+        "/receipts",
+        receipt(),
+        401,
+        "unauthorized",
+        *SIGNATURE,
+        auth="other-body",
+    ),
+    post("receipt-oversized", "/receipts", receipt(detail=BIG), 413, "too_large", *TOO_LARGE),
+    # POST /calls
+    post("call-result-maybe", "/calls", call(result="maybe"), 422, "bad_input", "result"),
+    post(
+        "call-unknown-message",
+        "/calls",
+        call(message_id="no-such-message"),
+        404,
+        "unknown_message",
+        "message_id",
+        "unknown message no-such-message",
+    ),
+    post("call-at-missing", "/calls", without(call(), "at"), 422, "bad_input", "at"),
+    post("call-at-not-a-time", "/calls", call(at="yesterday"), 422, "bad_input", "at"),
+    post("call-at-unix-number", "/calls", call(at=EPOCH), 422, "bad_input", "at"),
+    post(
+        "call-at-no-offset",
+        "/calls",
+        call(at=at(TODAY - timedelta(days=1), tz=None)),
+        422,
+        "bad_input",
+        "at",
+        xfail=CALL_DEFECT,
+    ),
+    post(
+        "call-at-future",
+        "/calls",
+        call(at=at(TODAY + timedelta(days=2))),
+        422,
+        "bad_input",
+        "at",
+        xfail=CALL_DEFECT,
+    ),
+    post("call-an-sms-message", "/calls", call(message_id="{sms}"), 422, "bad_input", "message_id"),
+    post("call-unknown-field", "/calls", call(agent_ids=["a"]), 422, "bad_input", "agent_ids"),
+    post("call-unsigned", "/calls", call(), 401, "unauthorized", *SIGNATURE, auth="none"),
+    post("call-payment-secret", "/calls", call(), 401, "unauthorized", *SIGNATURE, auth="other-route"),
+    post("call-oversized", "/calls", call(result=BIG), 413, "too_large", *TOO_LARGE),
+    # GET /loans/{loan_id}
+    get("loan-no-bearer", "{loan}", 401, "unauthorized", "Authorization", "bearer token", auth="none"),
+    get("loan-wrong-bearer", "{loan}", 401, "unauthorized", "Authorization", "bearer token", auth="wrong"),
+    get("loan-basic-scheme", "{loan}", 401, "unauthorized", "Authorization", "bearer token", auth="basic"),
+    get("loan-unknown", "NO-SUCH-LOAN", 404, "unknown_loan", "loan_id", "unknown loan NO-SUCH-LOAN"),
+    get("loan-id-space", "bad%20id", 422, "bad_input", "loan_id"),
+    get("loan-id-65", "L" * 65, 422, "bad_input", "loan_id"),
+    get(
+        "loan-unknown-no-bearer",
+        "NO-SUCH-LOAN",
+        401,
+        "unauthorized",
+        "Authorization",
+        "bearer token",
+        auth="none",
+    ),
+]
+
+
+def fill(value: Any, subs: dict[str, str]) -> Any:
+    """`value` with the door's placeholders replaced, in any JSON or bytes."""
+    if isinstance(value, bytes):
+        for k, v in subs.items():
+            value = value.replace(k.encode(), v.encode())
+        return value
+    if isinstance(value, str):
+        for k, v in subs.items():
+            value = value.replace(k, v)
+        return value
+    if isinstance(value, dict):
+        return {fill(k, subs): fill(v, subs) for k, v in value.items()}
+    if isinstance(value, list):
+        return [fill(v, subs) for v in value]
+    return value
+
+
+async def request(api: ApiDoor, row: Http, subs: dict[str, str]) -> httpx.Response:
+    path = fill(row.path, subs)
+    if row.method == "GET":
+        token = {"good": f"Bearer {TOKEN}", "wrong": "Bearer not-the-token", "basic": f"Basic {TOKEN}"}
+        headers = {"Authorization": token[row.auth]} if row.auth in token else {}
+        return await api.http.get(path, headers=headers)
+    body = fill(row.body, subs)
+    raw = body if isinstance(body, bytes) else encode(body)
+    secret, other = (
+        (PAYMENT_SECRET, WEBHOOK_SECRET) if row.path == "/payments" else (WEBHOOK_SECRET, PAYMENT_SECRET)
+    )
+    signatures = {
+        "good": sign(raw, secret),
+        "wrong-secret": sign(raw, "not-the-secret"),
+        "other-route": sign(raw, other),
+        "other-body": sign(raw + b" ", secret),
+        "garbage": "sha256=zz",
+    }
+    headers = {"Content-Type": "application/json"}
+    if row.auth in signatures:
+        headers["X-Signature"] = signatures[row.auth]
+    return await api.http.post(path, content=raw, headers=headers)
+
+
+def outbox_state(db: Engine, key: str) -> tuple[Any, ...]:
+    with Session(db) as s:
+        row = repo.contact_by_key(s, key)
+        assert row is not None, key
+        return (row.status, row.receipt_at, row.receipt_detail, row.reason)
+
+
+@pytest.mark.parametrize("row", [r.param() for r in API])
+async def test_api_refuses_naming_the_field(api_door: ApiDoor, cli_door: Door, row: Http) -> None:
+    api, door = api_door, api_door.door
+    closed = cli_door.client.get_workflow_handle(f"loan-{cli_door.closed_id}")
+    subs = {"{loan}": door.loan_id, "{closed}": cli_door.closed_id, "{voice}": api.voice, "{sms}": api.sms}
+    before, closed_before = await money(door), await money(cli_door, closed, cli_door.closed_id)
+    outbox_before = [outbox_state(door.db, k) for k in (api.voice, api.sms)]
+    mark = last_audit_id(door.db)
+
+    answer = await request(api, row, subs)
+
+    assert answer.status_code == row.status, answer.text
+    content = answer.json()
+    assert content["problem"] == row.problem, content
+    detail = content["detail"]
+    assert isinstance(detail, str) and "\n" not in detail, content
+    assert fill(row.names or f"{row.field}: ", subs) in detail, content
+    if "errors" in content:  # refused at the edge: every field named, one by one
+        assert row.field in [e["field"] for e in content["errors"]], content
+    if row.problem == "refused":
+        assert detail.startswith(f"refused by loan {door.loan_id}: {row.field}: "), detail
+    if row.status == 401:
+        assert answer.headers["WWW-Authenticate"] in ("Signature", "Bearer"), answer.headers
+    await unharmed(door, before)
+    await unharmed(cli_door, closed_before, handle=closed, loan_id=cli_door.closed_id, closed=True)
+    assert [outbox_state(door.db, k) for k in (api.voice, api.sms)] == outbox_before
+    applied = [r.detail for e in APPLIED_EVENTS for r in audit(door.db, door.loan_id, e, mark)]
+    assert applied == [], applied
