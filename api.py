@@ -39,7 +39,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, TypeVar
 
 import sqlalchemy as sa
@@ -48,7 +48,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
+from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError, field_validator
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Session
@@ -57,8 +57,9 @@ from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
 
 from client.errors import ClientError, Problem
 from client.loans import CollectionsClient, connect
-from domain.desk import CALL_RESULT_PREFIX
+from domain.desk import CALL_RESULT_PREFIX, CONTACT_LOG_BACKDATE_DAYS
 from domain.enums import ContactResult, LoggedChannel
+from domain.ledger import PAID_AT_SKEW
 from models import repo
 from models.db import make_engine, session_scope
 from models.wire import (
@@ -129,6 +130,21 @@ class CallIn(Wire):
     message_id: Ident
     result: ContactResult
     at: Instant
+
+    @field_validator("at")
+    @classmethod
+    def _when_the_call_was(cls, at: datetime) -> datetime:
+        # The result goes to the loan as a signal (the contract's contact_logged), whose
+        # refusals only reach the audit log: refuse here, with a 422 naming `at`, what
+        # the workflow refuses of any call report (a loan's own rules stay its own).
+        if at.tzinfo is None or at.utcoffset() is None:
+            raise ValueError("must carry a UTC offset, e.g. 2026-03-01T10:00:00+08:00")
+        now = datetime.now(UTC)
+        if at > now + PAID_AT_SKEW:
+            raise ValueError(f"{at.isoformat()} is in the future")
+        if at < now - timedelta(days=CONTACT_LOG_BACKDATE_DAYS):
+            raise ValueError(f"{at.isoformat()} is more than {CONTACT_LOG_BACKDATE_DAYS} days ago")
+        return at
 
 
 BODIES: tuple[type[BaseModel], ...] = (PaymentCallback, ReceiptIn, CallIn)

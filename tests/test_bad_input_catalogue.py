@@ -1055,11 +1055,6 @@ def get(name: str, loan: str, status: int, problem: str, fld: str, names: str = 
 BIG = "x" * 4000  # the door's app takes bodies of at most 2048 bytes
 SIGNATURE = ("X-Signature", "X-Signature")  # (field, names) of a refused signature
 TOO_LARGE = ("body", "body too large: at most 2048 bytes")
-CALL_DEFECT = (
-    "api.py /calls checks `at` only as CallIn's Instant (ISO, years 2000-2100) and then "
-    "sends contact_logged fire-and-forget: a call the workflow refuses naming `at` is "
-    "answered 202 (the refusal only lands in the audit table), never 422 naming `at`"
-)
 
 API: list[Http] = [
     # POST /payments: bodies refused at the edge (422 bad_input, `errors` names the field)
@@ -1227,7 +1222,6 @@ API: list[Http] = [
         422,
         "bad_input",
         "at",
-        xfail=CALL_DEFECT,
     ),
     post(
         "call-at-future",
@@ -1236,8 +1230,8 @@ API: list[Http] = [
         422,
         "bad_input",
         "at",
-        xfail=CALL_DEFECT,
     ),
+    post("call-at-8-days-ago", "/calls", call(at=at(TODAY - timedelta(days=8))), 422, "bad_input", "at"),
     post("call-an-sms-message", "/calls", call(message_id="{sms}"), 422, "bad_input", "message_id"),
     post("call-unknown-field", "/calls", call(agent_ids=["a"]), 422, "bad_input", "agent_ids"),
     post("call-unsigned", "/calls", call(), 401, "unauthorized", *SIGNATURE, auth="none"),

@@ -22,6 +22,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.cases import CaseActivities
     from activities.contacts import ContactActivities
     from activities.records import RecordActivities
+    from domain.calendar import zone
     from domain.case import Case
     from domain.enums import CONTACT_KINDS, ActionKind, CollectionStage
     from domain.intake import REASON_MAX, REF_MAX, clip_text, record_failure, record_rejection
@@ -58,6 +59,9 @@ ACTIVITY_RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_inte
 LOG_MAX = 500  # characters of an audit detail (and its log line)
 # workflow.patched ids: logic that changed after loans were running (they replay it).
 CALL_KEYS_PATCH = "call-keys"  # a dialed call keeps its outbox key (the IVR's report)
+# A step the window or the caps moved says so when it runs (it is planned again then, so
+# the planner judges the move from the moment it fell due; before, it never said so).
+DELAY_REASONS_PATCH = "delay-reasons"
 
 
 @workflow.defn(name=contract.WORKFLOW_TYPE)
@@ -226,10 +230,11 @@ class LoanCollection:
         if outcome.not_before is not None:
             self._audit(
                 "step_delayed",
-                f"{action.summary}: moved by the {ACROSS_LOANS} to {outcome.not_before.isoformat()}",
+                f"{action.summary}: moved by the {ACROSS_LOANS} to "
+                f"{outcome.not_before.astimezone(zone(self._case.timezone)).isoformat()}",
                 "rule",
             )
-        elif action.delayed_by is not None and not outcome.deferred:
+        elif action.delayed_by is not None and not outcome.deferred and workflow.patched(DELAY_REASONS_PATCH):
             due = action.due_at.isoformat() if action.due_at else "earlier"
             self._audit(
                 "step_delayed", f"{action.summary}: due {due}, moved by the {action.delayed_by}", "rule"
