@@ -2,7 +2,9 @@
 agents, demo borrowers and a demo book of about 50 loans in every stage, with the
 collector's desk messages that show every hold (promise, dispute, hardship); the inbound
 API (api.py, port 8000) and a local inbox (scripts/inbox.py: an SMTP sink and a signed
-webhook sink for SMS and voice) that the worker's messages really go to.
+webhook sink for SMS and voice) that the worker's messages really go to; like a real
+provider, the inbox reports back to the API: a signed delivery receipt for every SMS
+(POST /receipts) and a call result for every voice call (POST /calls).
 
     ./run                 # sets up .venv, then runs this; Ctrl-C stops everything
     ./run --once          # start, seed, print, stop (also: --check verifies every stage)
@@ -43,7 +45,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as `python scripts/stack.py` from anywhere
     sys.path.insert(0, str(ROOT))
 
-from inbox import read_messages  # noqa: E402  (scripts/inbox.py, next to this script)
+from inbox import CALL_RESULTS, read_messages  # noqa: E402  (scripts/inbox.py, next to this script)
 from temporalio.api.enums.v1 import IndexedValueType, TaskQueueType  # noqa: E402
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest  # noqa: E402
 from temporalio.api.taskqueue.v1 import TaskQueue  # noqa: E402
@@ -527,6 +529,8 @@ def banner(
         f"  Local inbox       SMTP localhost:{args.smtp_port}, SMS/voice webhooks "
         f"http://localhost:{args.inbox_port}/sms and /voice",
         f"                    {len(read_messages(inbox_dir))} messages so far in {inbox_dir}",
+        "                    it reports back to the API: SMS receipts (POST /receipts), call results",
+        f"                    ({args.call_result}, POST /calls), signed with WEBHOOK_SECRET",
         f"                    ({contact_window_note()})",
         "",
         "  Loans by stage    " + "  ".join(f"{s} {counts.get(s, 0)}" for s in STAGES),
@@ -666,6 +670,8 @@ async def run(args: argparse.Namespace) -> int:
                 "--dir", str(state / "inbox"),
                 "--smtp-port", str(args.smtp_port),
                 "--http-port", str(args.inbox_port),
+                "--api-url", f"http://127.0.0.1:{args.api_port}",
+                "--call-result", args.call_result,
             ],
             state,
             {**os.environ, "WEBHOOK_SECRET": stack_secrets["WEBHOOK_SECRET"], "PYTHONUNBUFFERED": "1"},
@@ -792,6 +798,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--state-dir", type=Path, default=ROOT / ".state", help="where the stack keeps its state (.state)"
+    )
+    parser.add_argument(
+        "--call-result",
+        choices=CALL_RESULTS,
+        default="reached",
+        help="what the local inbox reports for every voice call (default reached)",
     )
     parser.add_argument("--once", action="store_true", help="start, seed, print the summary, stop")
     parser.add_argument(
