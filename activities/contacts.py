@@ -235,18 +235,23 @@ def _record(session: Session, row_id: int, channel: Channel, receipt: DeliveryRe
     row = session.get(ContactAttempt, row_id, with_for_update=True)
     if row is None:  # pragma: no cover - rows are never deleted
         raise non_retryable("contact row vanished", "OutboxError")
-    if row.status in SENT_CONTACT_STATUSES:  # a concurrent attempt or a receipt came first
+    if row.status in SENT_CONTACT_STATUSES and row.sent_at is not None:
+        return outcome_of(row)  # a concurrent attempt recorded this send first
+    if row.status in SENT_CONTACT_STATUSES:
+        # The provider's receipt (POST /receipts) came before this record of the send (a
+        # fast provider): its status stands, but the send's own facts are written, so a
+        # call still counts as dialed (found by the local inbox's review).
+        _send_facts(row, channel, receipt)
+        session.add(row)
+        session.flush()
         return outcome_of(row)
     if not receipt.delivered:
         row.status = "failed"
     else:
         row.status = "accepted" if receipt.awaiting_receipt else "delivered"
     row.reason = None if receipt.delivered else clip(receipt.detail or "not_delivered", 255)
-    row.provider_answer = clip(receipt.detail, 255)
-    row.sent_at = utcnow()
+    _send_facts(row, channel, receipt)
     if channel == Channel.VOICE:
-        row.dialed = receipt.delivered
-        row.connected = receipt.delivered and receipt.connected
         if not receipt.delivered:  # refused: no call was placed, it does not count
             repo.release_call(session, row.idempotency_key)
         elif row.connected:
@@ -254,6 +259,15 @@ def _record(session: Session, row_id: int, channel: Channel, receipt: DeliveryRe
     session.add(row)
     session.flush()
     return outcome_of(row)
+
+
+def _send_facts(row: ContactAttempt, channel: Channel, receipt: DeliveryReceipt) -> None:
+    """What the provider answered when it was handed the message, and when."""
+    row.provider_answer = clip(receipt.detail, 255)
+    row.sent_at = utcnow()
+    if channel == Channel.VOICE:
+        row.dialed = receipt.delivered
+        row.connected = row.connected or (receipt.delivered and receipt.connected)
 
 
 DEFERRED_REASON = "outside the contact window: deferred to the next window"

@@ -22,9 +22,10 @@ import sys
 import tempfile
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -241,6 +242,29 @@ async def collectors_desk(env: WorkflowEnvironment, tq: str) -> Handle:
     return handle
 
 
+async def calls_across_loans(env: WorkflowEnvironment, tq: str) -> Handle:
+    """The call caps across a borrower's loans: calls logged on a second loan fill the
+    borrower's week, so the overdue loan's DPD 7 call is deferred (not_before) and placed
+    when the caps allow it (the `delay-reasons` and `call-keys` patches), then the payoff."""
+    today = local_today(await env.get_current_time())
+    other = await start_loan(env.client, tq, loan_start(today - timedelta(days=8), term_months=3))
+    start = loan_start(today - timedelta(days=36), first_due_date=today - timedelta(days=5), term_months=3)
+    handle = await start_loan(env.client, tq, start)
+    raw = env.client.get_workflow_handle(other.id)
+    first = datetime.combine(today - timedelta(days=2), time(9), ZoneInfo("Asia/Shanghai"))
+    for n in range(7):
+        at = first + timedelta(minutes=30 * n) if n < 6 else first + timedelta(days=1)
+        await raw.execute_update(
+            "log_contact",
+            {"contact_id": f"T-{n}", "agent_ids": ["a"], "channel": "voice", "result": "no_answer", "at": at},
+        )
+    await sleep_until_local(env, today + timedelta(days=8))  # deferred at DPD 7, placed at DPD 10
+    await _pay_total(handle, "all")
+    await handle.result()
+    await other.terminate("recorded")
+    return handle
+
+
 async def continued_as_new(env: WorkflowEnvironment, tq: str) -> Handle:
     """The run after a continue-as-new (its input is the carried case), not the long first
     run: a charged-off loan wakes each midnight until the server suggests continuing."""
@@ -276,6 +300,7 @@ SCENARIOS: dict[str, Scenario] = {
         signals_rejected,
         continued_as_new,
         collectors_desk,
+        calls_across_loans,
     )
 }
 

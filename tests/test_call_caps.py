@@ -249,3 +249,26 @@ def test_logged_calls_count_for_the_other_loans_and_the_ivr_report_only_marks_co
     # Three connected calls today on two loans: the third loan's call waits for tomorrow.
     deferred = run(acts.send_contact, call("L3/robot", "L3", local(5, 14)))
     assert (deferred.status, deferred.not_before) == ("deferred", local(6, 8))
+
+
+def test_a_receipt_before_the_send_is_recorded_keeps_the_call_counted(engine: Engine) -> None:  # noqa: F811
+    """A fast provider's receipt (POST /receipts) can arrive before the worker records the
+    send: the receipt's status stands, and the send is still written down, so the call
+    counts as dialed (found by the local inbox's review: it was left `dialed = false`)."""
+    add_borrower(engine)
+
+    class FastReceipts(RecordingDeliverer):
+        def deliver(self, message: Any) -> Any:
+            answer = super().deliver(message)
+            with session_scope(engine, immediate=True) as s:
+                repo.record_receipt(s, message.message_id, "delivered", "answered at once")
+            return answer
+
+    out = run(
+        ContactActivities(engine, FastReceipts(voice_connected=False)).send_contact,
+        call("fast", "L1", local(5, 10)),
+    )
+    assert (out.status, out.dialed) == ("delivered", True)
+    row = outbox(engine, "fast")
+    assert row.sent_at is not None and row.dialed and row.receipt_detail == "answered at once"
+    assert [key for _loan, key, _c in ledger(engine)] == ["fast"]
