@@ -6,19 +6,19 @@ import asyncio
 import gc
 from collections.abc import Awaitable
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 
 from models.contract import DEFAULT_TASK_QUEUE
 
-__all__ = ["Settings", "TemporalUnreachable", "connect", "get_settings", "settled"]
+__all__ = ["Settings", "SettingsInvalid", "TemporalUnreachable", "connect", "get_settings", "settled"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="", extra="ignore")
+    # hide_input_in_errors: a ValidationError's text never shows a secret given.
+    model_config = SettingsConfigDict(env_prefix="", extra="ignore", hide_input_in_errors=True)
 
     temporal_address: str = "localhost:7233"
     temporal_namespace: str = "default"
@@ -40,10 +40,41 @@ class Settings(BaseSettings):
     payment_webhook_secret: SecretStr = SecretStr("")  # HMAC key of the payment gateway's callbacks
     api_token: SecretStr = SecretStr("")  # bearer token of GET /loans/{loan_id}
     api_max_body_bytes: int = Field(default=64 * 1024, gt=0)  # larger request bodies are refused (413)
+    # Payload encryption (DESIGN.md part 3; client/codec.py), off while the key is blank:
+    # AES-256-GCM, key = base64 of 32 bytes, its id written beside each sealed payload.
+    payload_encryption_key: SecretStr = SecretStr("")
+    payload_encryption_key_id: str = ""
+    payload_decryption_keys: SecretStr = SecretStr("")  # older keys, still read: id=base64key,...
+    # The codec server of the Web UI (codec_server.py): its bearer token (blank: every
+    # request refused, 401) and the UI origins allowed by CORS (comma-separated).
+    codec_token: SecretStr = SecretStr("")
+    codec_cors_origins: str = "http://localhost:8233"
+
+    @model_validator(mode="after")
+    def _payload_keys_usable(self) -> Settings:
+        # Imported here: client/ imports this module. Raises a ValueError naming the variable.
+        from client.codec import codec_from_settings
+
+        codec_from_settings(self)
+        return self
+
+
+class SettingsInvalid(SystemExit):
+    """The environment's configuration cannot be used: one line naming the variable(s).
+    A SystemExit, so a door (worker, CLI, API, codec server) that reads its settings at
+    start stops there with exit status 1 and this line, not a traceback."""
 
 
 def get_settings() -> Settings:
-    return Settings()
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(
+            (f"{'.'.join(str(p) for p in e['loc']).upper()}: " if e["loc"] else "")
+            + e["msg"].removeprefix("Value error, ")
+            for e in exc.errors()
+        )
+        raise SettingsInvalid(f"error: invalid configuration: {problems}") from None
 
 
 async def settled(work: Awaitable[int]) -> int:
@@ -70,8 +101,10 @@ async def connect(settings: Settings | None = None) -> Client:
     config = ClientConfig.load_client_connect_config()
     config.setdefault("target_host", settings.temporal_address)
     config.setdefault("namespace", settings.temporal_namespace)
+    from client.codec import data_converter  # here: client/ imports this module
+
     try:
-        return await Client.connect(**config, data_converter=pydantic_data_converter)
+        return await Client.connect(**config, data_converter=data_converter(settings))
     except RuntimeError as exc:
         raise TemporalUnreachable(
             f"cannot reach the Temporal server at {config['target_host']} (TEMPORAL_ADDRESS): {exc}"
