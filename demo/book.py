@@ -202,6 +202,38 @@ def desk_messages(loans: list[DemoLoan], today: date, now: datetime) -> list[Des
     ]
 
 
+# A borrower abroad: the last loan of the book, 6 days past due (EARLY), lives in a time
+# zone where it is daytime when the book is made, so its credit-report notice (an SMS,
+# owed since DPD 5: a late start still gives it) goes out at once (contacts respect each
+# borrower's own 08:00-21:00): `./run` shows a message leave the system at any hour,
+# while the Shanghai borrowers' contacts wait for their window.
+ABROAD_DPD = 6
+ABROAD_LOAN_ID = f"DEMO-{sum(len(days) for _, _, days in LADDER) + 1:03d}"
+ABROAD_ZONES = (
+    "Pacific/Honolulu",
+    "America/Los_Angeles",
+    "America/New_York",
+    "America/Sao_Paulo",
+    "Europe/London",
+    "Europe/Moscow",
+    "Asia/Kolkata",
+    "Asia/Shanghai",
+    "Asia/Tokyo",
+    "Pacific/Auckland",
+)
+
+
+def daytime_zone(now: datetime) -> str:
+    """The zone of ABROAD_ZONES where it is closest to 13:00 at `now` (their offsets never
+    leave more than 3 hours between neighbours, so it is always well inside 08:00-21:00)."""
+
+    def distance(tz: str) -> float:
+        local = now.astimezone(ZoneInfo(tz))
+        return abs(local.hour + local.minute / 60 - 13)
+
+    return min(ABROAD_ZONES, key=distance)
+
+
 def local_today(tz: str = TIMEZONE) -> date:
     return datetime.now(ZoneInfo(tz)).date()
 
@@ -282,6 +314,32 @@ def build_book(today: date | None = None, now: datetime | None = None) -> DemoBo
                 policy="standard",
             )
             loans.append(DemoLoan(start, intent, stage, max(d, 0)))
+    n += 1
+    zone = daytime_zone(now)
+    english = people["english_names"][n % len(people["english_names"])]
+    borrower = _borrower(rng, people, n) | {
+        "name": english,
+        "email": f"{english.lower().replace(' ', '.')}@example.com",
+        "preferred_language": "en",
+        "timezone": zone,
+    }
+    borrowers.append(borrower)
+    disbursed, first_due = _dates(now.astimezone(ZoneInfo(zone)).date(), ABROAD_DPD)
+    abroad = LoanStart(
+        loan_id=ABROAD_LOAN_ID,
+        borrower_id=borrower["borrower_id"],
+        product=Product.CREDIT,
+        currency="CNY",
+        principal=1_200_000,
+        annual_rate_bps=1_800,
+        term_months=12,
+        repayment_method=RepaymentMethod.EQUAL_INSTALLMENT,
+        disbursed_on=disbursed,
+        first_due_date=first_due,
+        timezone=zone,
+        policy="standard",
+    )
+    loans.append(DemoLoan(abroad, Intent.HOLD, S.EARLY, ABROAD_DPD))
     return DemoBook(
         today=today, agents=agents, borrowers=borrowers, loans=loans, desk=desk_messages(loans, today, now)
     )

@@ -932,7 +932,7 @@ def _check_demo_book_window(state: Path, api: str, token: str) -> str:
     Within 3 minutes of the window's opening or closing, only the checks that hold always."""
     from datetime import UTC
 
-    from demo.book import TIMEZONE
+    from demo.book import ABROAD_LOAN_ID, TIMEZONE
     from domain.calendar import at_local, in_contact_window, into_contact_window, local_date
     from domain.enums import CONTACT_KINDS
     from domain.policy import load_policy
@@ -943,7 +943,7 @@ def _check_demo_book_window(state: Path, api: str, token: str) -> str:
     def inside(at: datetime) -> bool:
         return in_contact_window(at, TIMEZONE, window.opens, window.closes)
 
-    sent = [r for r in _outbox(state, "DEMO-") if r.sent_at is not None]
+    sent = [r for r in _outbox(state, "DEMO-") if r.sent_at is not None and r.loan_id != ABROAD_LOAN_ID]
     # sent_at is written just after the provider answered: a send that began at 20:59:59
     # may be written down a little after 21:00.
     late = [
@@ -952,7 +952,7 @@ def _check_demo_book_window(state: Path, api: str, token: str) -> str:
     assert not late, f"demo contacts sent outside the contact window: {late}"
 
     headers = {"Authorization": f"Bearer {token}"}
-    loan_ids = sorted({f"DEMO-{n:03d}" for n in range(1, 51)})
+    loan_ids = sorted({f"DEMO-{n:03d}" for n in range(1, 51)})  # the Shanghai borrowers
 
     def next_actions() -> dict[str, dict[str, Any]]:
         import httpx
@@ -981,9 +981,7 @@ def _check_demo_book_window(state: Path, api: str, token: str) -> str:
     now = datetime.now(UTC)
     local = now.astimezone(zone)
     if inside(now) and inside(now + timedelta(minutes=3)):
-        arrived = _poll(
-            lambda: [m for m in _inbox(state) if str(m.get("loan_id", "")).startswith("DEMO-")], 60, 0.5
-        )
+        arrived = _poll(lambda: [m for m in _inbox(state) if m.get("loan_id") in loan_ids], 60, 0.5)
         assert arrived, f"no demo message arrived by day ({local:%H:%M} {TIMEZONE})"
         sms = {str(m["message_id"]) for m in arrived if m.get("channel") == "sms"}
         if sms:  # receipted by the inbox: accepted -> delivered
@@ -1005,7 +1003,7 @@ def _check_demo_book_window(state: Path, api: str, token: str) -> str:
     night_mail = [
         m["message_id"]
         for m in _inbox(state)
-        if str(m.get("loan_id", "")).startswith("DEMO-")
+        if m.get("loan_id") in loan_ids
         and datetime.fromisoformat(m["received_at"]) > closed + timedelta(minutes=1)
     ]
     assert not night_mail, f"demo messages arrived at night: {night_mail}"
@@ -1058,12 +1056,12 @@ def test_the_stack_seeds_every_stage_resumes_and_stops_on_ctrl_c(tmp_path: Path)
 
     first = subprocess.run([*argv, "--check"], capture_output=True, text=True, timeout=240, env=env)
     assert first.returncode == 0, first.stdout + first.stderr
-    assert "demo book: 50 loans started, 0 already there" in first.stdout
+    assert "demo book: 51 loans started, 0 already there" in first.stdout
     counts_line = next(line for line in first.stdout.splitlines() if "Loans by stage" in line)
     words = counts_line.split()[3:]
     counts = dict(zip(words[::2], map(int, words[1::2]), strict=True))
     assert list(counts) == ["CURRENT", "GRACE", "EARLY", "AGENT", "LEGAL", "CHARGED_OFF", "PAID_OFF"]
-    assert all(counts.values()) and sum(counts.values()) == 50, counts_line
+    assert all(counts.values()) and sum(counts.values()) == 51, counts_line
     assert counts["PAID_OFF"] == 4 and counts["CURRENT"] >= 13, counts_line  # 3 cured, 4 paid off
     assert f"http://localhost:{ui_port}" in first.stdout and 'CollectionStage="AGENT"' in first.stdout
     # The collector's desk: every hold on show on its demo loan, and the queries to find them.
@@ -1106,7 +1104,7 @@ def test_the_stack_seeds_every_stage_resumes_and_stops_on_ctrl_c(tmp_path: Path)
         if line.startswith("Press Ctrl-C"):
             break
     output = "".join(lines)
-    assert "demo book: 0 loans started, 50 already there" in output, output
+    assert "demo book: 0 loans started, 51 already there" in output, output
     assert "desk: 0 messages applied, 7 already there" in output, output  # fixed ids: nothing twice
     assert _port_open(port) and _port_open(ui_port)
     # The secrets are kept across a restart: the second terminal's .state/env stays valid.
@@ -1184,6 +1182,17 @@ def test_the_stack_seeds_every_stage_resumes_and_stops_on_ctrl_c(tmp_path: Path)
             r["message_id"] == sms_id and r["route"] == "/receipts" and r["http_status"] == 200
             for r in _reports(tmp_path)
         ), _reports(tmp_path)
+
+        # The demo book's borrower abroad lives where it is daytime now: its overdue SMS
+        # arrives at any hour (what a newcomer sees leave the system first), and is
+        # receipted.
+        from demo.book import ABROAD_LOAN_ID
+
+        abroad = _poll(lambda: [m for m in _inbox(tmp_path) if m.get("loan_id") == ABROAD_LOAN_ID], 60, 0.5)
+        assert abroad and abroad[0]["channel"] == "sms", _inbox(tmp_path)
+        assert _poll(lambda: [r for r in _outbox(tmp_path, ABROAD_LOAN_ID) if r.status == "delivered"], 30), (
+            _outbox(tmp_path, ABROAD_LOAN_ID)
+        )
 
         # The demo book's own contacts and its borrowers' window (Asia/Shanghai), by day
         # or by night.
