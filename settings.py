@@ -35,6 +35,12 @@ class Settings(BaseSettings):
     # HMAC-SHA256 key of the SMS / voice providers, both directions (blank: unset; the
     # providers' webhooks are then refused at start, the API's routes answer 401).
     webhook_secret: SecretStr = SecretStr("")
+    # Letters (activities/letters.py): the letterhead's name (blank: "贷款催收中心" /
+    # "Loan Collections Centre"), and a folder where the letters that are not mailed are
+    # written as PDF for the print house (<LETTERS_DIR>/<loan_id>/<key>.pdf; blank: only
+    # logged).
+    lender_name: str | None = None
+    letters_dir: str | None = None
     # The inbound API (api.py, DESIGN.md contract part 3). Secrets are SecretStr: never
     # shown in a repr or a log; an empty one refuses every request it guards (401).
     payment_webhook_secret: SecretStr = SecretStr("")  # HMAC key of the payment gateway's callbacks

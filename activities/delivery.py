@@ -6,7 +6,8 @@ message carries what a provider needs: the outbox key as `message_id` (a provide
 idempotency key: the same across every retry of one contact), the channel, the address
 `to` (a phone number, an email address, or for letter/push a reference
 "borrower:<id>" the provider resolves), the text, an email subject, the language and the
-loan id.
+loan id; a letter may also carry its kind and the borrower's local date (for the
+printable PDF, `activities/letters.py`).
 
 Answers:
 - `DeliveryReceipt(delivered=True)`: the provider has the message and nothing more will
@@ -28,6 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, field
+from datetime import date
 from typing import Protocol, runtime_checkable
 
 from domain.enums import Channel
@@ -44,6 +46,10 @@ class OutboundMessage:
     language: str
     loan_id: str
     subject: str | None = None  # email (and letters sent by mail)
+    # Letters (activities/letters.py): the contact kind ('demand_letter', names the PDF)
+    # and the borrower's local date of sending (printed on it; without it, the UTC date).
+    kind: str | None = None
+    local_date: date | None = None
 
 
 @dataclass(frozen=True)

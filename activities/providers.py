@@ -6,16 +6,20 @@
   `?starttls=true`) or `smtps://...` (implicit TLS); it logs in when a user is given.
   The mail is a MIME message with one plain-text UTF-8 part in the borrower's language,
   `From: MAIL_FROM`, a UTF-8 subject and a `Message-ID` derived from the outbox key
-  (the same on every retry). The server accepting the mail counts as delivered.
+  (the same on every retry). A letter is `multipart/mixed`: the same plain-text part,
+  then the letter as a printable PDF attachment (`activities/letters.py`). The server
+  accepting the mail counts as delivered.
 - `WebhookDeliverer`: the signed JSON webhook of an SMS or voice (IVR) provider adapter,
   with `httpx`: `POST {"message_id", "channel", "to", "text", "language", "loan_id"}`
   with `Idempotency-Key: <message_id>` and `X-Signature: sha256=<hex HMAC-SHA256 of the
   raw body with WEBHOOK_SECRET>`. A 2xx is accepted (a receipt or, for voice, a call
-  outcome follows), a 4xx a final refusal, a 5xx / timeout / refused connection
+  outcome follows), every 4xx a final refusal (408 and 429 included: an adapter that wants
+  the message again answers with a 5xx), a 5xx / timeout / refused connection
   `DeliveryUnavailable` (retried).
 - `RoutingDeliverer`: one deliverer per channel, a fallback for the others.
 - `deliverer_from_settings(settings)`: the worker's deliverer. With nothing configured,
-  `LoggingDeliverer` (the development default) and a loud warning.
+  `LoggingDeliverer` (the development default) and a loud warning. With `LETTERS_DIR`
+  set, the letters that are not mailed are written there as PDFs (`LetterFolder`).
 
 Addresses are never logged or put into an error message unmasked.
 """
@@ -46,6 +50,7 @@ from activities.delivery import (
     OutboundMessage,
     mask_address,
 )
+from activities.letters import LetterFolder, attachment_name, letter_pdf
 from domain.enums import Channel
 
 if TYPE_CHECKING:
@@ -116,7 +121,8 @@ def message_id_for(key: str, mail_from: str) -> str:
     return f"<{hashlib.sha256(key.encode('utf-8')).hexdigest()[:40]}@{domain}>"
 
 
-def build_email(message: OutboundMessage, mail_from: str) -> EmailMessage:
+def build_email(message: OutboundMessage, mail_from: str, *, lender: str | None = None) -> EmailMessage:
+    """The mail for `message`; a letter with its PDF attached (`lender` on its letterhead)."""
     mail = EmailMessage()
     mail["From"] = mail_from
     mail["To"] = Address(addr_spec=message.to)
@@ -124,6 +130,15 @@ def build_email(message: OutboundMessage, mail_from: str) -> EmailMessage:
     mail["Date"] = formatdate(localtime=False, usegmt=True)
     mail["Message-ID"] = message_id_for(message.message_id, mail_from)
     mail.set_content(message.text, subtype="plain", charset="utf-8")
+    if message.channel == Channel.LETTER:
+        # The text stays the first part (what a mail client shows, and what the outbox
+        # recorded); the PDF is the letter to print or keep.
+        mail.add_attachment(
+            letter_pdf(message, lender=lender),
+            maintype="application",
+            subtype="pdf",
+            filename=attachment_name(message),
+        )
     mail["Content-Language"] = message.language  # after set_content, which clears Content-*
     return mail
 
@@ -142,6 +157,7 @@ class SmtpDeliverer:
         *,
         timeout: float = 10.0,
         ssl_context: ssl.SSLContext | None = None,
+        lender: str | None = None,
     ) -> None:
         if not mail_from or "@" not in mail_from:
             raise DeliveryConfigError("MAIL_FROM must be an email address when SMTP_URL is set")
@@ -149,6 +165,7 @@ class SmtpDeliverer:
         self.mail_from = mail_from
         self.timeout = timeout
         self.ssl_context = ssl_context or ssl.create_default_context()
+        self.lender = lender  # the letterhead of mailed letters (None: the default name)
 
     def _connect(self) -> smtplib.SMTP:
         c = self.config
@@ -174,7 +191,7 @@ class SmtpDeliverer:
             return DeliveryReceipt(delivered=False, detail=f"smtp: cannot send {message.channel.value}")
         if "@" not in message.to:
             return DeliveryReceipt(delivered=False, detail="smtp: no email address")
-        mail = build_email(message, self.mail_from)
+        mail = build_email(message, self.mail_from, lender=self.lender)
         try:
             server = self._connect()
             try:
@@ -282,7 +299,8 @@ class WebhookDeliverer:
             log.info("%s accepted id=%s to=%s", self.name, message.message_id, mask_address(message.to))
             return DeliveryReceipt(delivered=True, connected=False, detail=said, awaiting_receipt=True)
         if 400 <= code < 500:
-            # Final: the contract makes every 4xx a refusal (recorded, not retried).
+            # Final: the contract makes every 4xx a refusal (recorded, not retried), 408
+            # and 429 too: an adapter that wants the message again answers with a 5xx.
             log.warning("%s refused id=%s: %s", self.name, message.message_id, code)
             return DeliveryReceipt(delivered=False, detail=said)
         raise DeliveryUnavailable(f"{self.name}: the provider answered {code}")
@@ -325,15 +343,23 @@ def _secret(value: object) -> str | None:
 def deliverer_from_settings(settings: Settings) -> Deliverer:
     """The worker's deliverer: SMTP for email and letters (SMTP_URL, MAIL_FROM), the SMS
     and voice webhooks (SMS_WEBHOOK_URL, VOICE_WEBHOOK_URL, signed with WEBHOOK_SECRET),
-    the log for every channel without a provider (push always). With nothing configured,
-    the LoggingDeliverer and a loud warning: nothing reaches any borrower."""
+    the log for every channel without a provider (push always). Letters that are not
+    mailed go to the print house: the PDF in LETTERS_DIR when it is set, else the log.
+    With nothing configured, the LoggingDeliverer and a loud warning: nothing reaches any
+    borrower."""
     smtp_url = _secret(settings.smtp_url)
     secret = _secret(settings.webhook_secret)
     sms_url = (settings.sms_webhook_url or "").strip()
     voice_url = (settings.voice_webhook_url or "").strip()
+    letters_dir = (settings.letters_dir or "").strip()
+    lender = (settings.lender_name or "").strip() or None
+    fallback: Deliverer = LoggingDeliverer()
+    if letters_dir:
+        fallback = LetterFolder(letters_dir, fallback, lender=lender)
+        log.info("letters that are not mailed are written as PDF under %s", letters_dir)
     routes: dict[Channel, Deliverer] = {}
     if smtp_url:
-        smtp = SmtpDeliverer(SmtpConfig.from_url(smtp_url), (settings.mail_from or "").strip())
+        smtp = SmtpDeliverer(SmtpConfig.from_url(smtp_url), (settings.mail_from or "").strip(), lender=lender)
         routes[Channel.EMAIL] = routes[Channel.LETTER] = smtp
     if sms_url:
         routes[Channel.SMS] = WebhookDeliverer(sms_url, secret or "", name="sms")
@@ -344,8 +370,9 @@ def deliverer_from_settings(settings: Settings) -> Deliverer:
             "NO DELIVERY PROVIDER CONFIGURED: every SMS, call, email and letter is only "
             "written to this log and reaches nobody (development default). Set SMTP_URL + "
             "MAIL_FROM, SMS_WEBHOOK_URL, VOICE_WEBHOOK_URL and WEBHOOK_SECRET to send."
+            + (" Letters are written as PDF to LETTERS_DIR for printing." if letters_dir else "")
         )
-        return LoggingDeliverer()
+        return fallback
     for channel in (Channel.SMS, Channel.VOICE, Channel.EMAIL):
         if channel not in routes:
             log.warning("no provider for %s: those messages are only logged", channel.value)
@@ -353,4 +380,4 @@ def deliverer_from_settings(settings: Settings) -> Deliverer:
         "delivery: %s",
         ", ".join(f"{c.value} -> {type(d).__name__}" for c, d in sorted(routes.items())),
     )
-    return RoutingDeliverer(routes)
+    return RoutingDeliverer(routes, fallback)

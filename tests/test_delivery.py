@@ -248,6 +248,20 @@ def test_a_400_is_final_and_not_retried(engine: Engine, provider: Provider) -> N
     assert saved.status == "failed" and (saved.provider_answer or "").startswith("400 ")
 
 
+@pytest.mark.parametrize("code", [408, 429])
+def test_408_and_429_are_final_refusals_too(engine: Engine, provider: Provider, code: int) -> None:  # noqa: F811
+    """The contract makes every 4xx final: a provider adapter that is only busy or rate
+    limited and wants the message again answers with a 5xx."""
+    add_borrower(engine)
+    provider.script = [code]
+    acts = ContactActivities(engine, sms(provider))
+    out = run(acts.send_contact, contact())
+    assert out.status == "failed" and (out.reason or "").startswith(f"{code} ")
+    assert run(acts.send_contact, contact()) == out  # the repeat is answered from the row
+    assert len(provider.requests) == 1 and provider.accepted == {}
+    assert row(engine).status == "failed"
+
+
 def test_a_timeout_is_retried(engine: Engine, provider: Provider) -> None:  # noqa: F811
     add_borrower(engine)
     provider.script = [("sleep", 1.5)]
@@ -551,7 +565,10 @@ def test_a_letter_goes_by_mail_when_letters_are_mailed(engine: Engine, inbox: In
     )
     assert run(acts.send_contact, letter).status == "delivered"
     (got,) = inbox.messages
-    assert got["Subject"].startswith("催告函") and "催告函" in got.get_content()
+    body = got.get_body(("plain",))
+    assert got["Subject"].startswith("催告函") and body is not None and "催告函" in body.get_content()
+    (pdf,) = got.iter_attachments()  # the printable letter (tests/test_letters.py)
+    assert pdf.get_content_type() == "application/pdf" and pdf.get_filename() == "letter-L1.pdf"
     assert row(engine, "L1:demand_letter:1").line == "email"
     # Without an email address the letter goes to the print house (the postal reference).
     add_borrower(engine, borrower_id="B2", email=None)
@@ -585,6 +602,7 @@ def test_nothing_configured_is_the_logging_default_with_a_loud_warning(
 ) -> None:
     for name in ("SMTP_URL", "MAIL_FROM", "SMS_WEBHOOK_URL", "VOICE_WEBHOOK_URL", "WEBHOOK_SECRET"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("LETTERS_DIR", raising=False)  # else letters are written, not only logged
     caplog.set_level(logging.WARNING)
     assert isinstance(deliverer_from_settings(Settings()), LoggingDeliverer)
     assert "NO DELIVERY PROVIDER CONFIGURED" in caplog.text
@@ -628,6 +646,7 @@ def test_a_configuration_that_cannot_work_stops_the_worker(
 ) -> None:
     for name in ("SMTP_URL", "MAIL_FROM", "SMS_WEBHOOK_URL", "VOICE_WEBHOOK_URL", "WEBHOOK_SECRET"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.delenv("LETTERS_DIR", raising=False)  # else letters are written, not only logged
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     with pytest.raises(DeliveryConfigError, match=error):
