@@ -56,6 +56,7 @@ from activities.delivery import (
     mails_letters,
 )
 from activities.templates import TEMPLATE_NAMES, TemplateError, render
+from domain.calendar import local_date
 from domain.case import CallAttempt
 from domain.enums import Channel
 from domain.planner import next_call_at
@@ -225,6 +226,10 @@ def _prepare(session: Session, req: ContactRequest, letters_by_mail: bool) -> Co
         language=rendered.language,
         loan_id=req.loan_id,
         subject=rendered.subject,
+        kind=req.kind.value,
+        # The day the letter is dated: the borrower's local day of the planned send (the
+        # same on every retry).
+        local_date=local_date(req.scheduled_at, req.timezone) if req.timezone else None,
     )
     return _Pending(row.id, message)
 

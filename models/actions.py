@@ -78,7 +78,7 @@ def contact_request(case: Case, action: PlannedAction, now: datetime) -> Contact
         not_after=window_close(case.policy, case.timezone, action.at),
         call_caps=case.policy.call_caps if call else None,
         contact_window=case.policy.contact_window if call else None,
-        timezone=case.timezone if call else None,
+        timezone=case.timezone,
     )
 
 

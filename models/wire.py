@@ -452,11 +452,13 @@ class ContactRequest(Wire):
     # When the borrower's contact window closes that day: past it, the message is
     # suppressed instead of sent (retries must not deliver at night).
     not_after: datetime | None = None
-    # A call: the policy's caps and window and the loan's time zone, under which the
-    # outbox checks the borrower's calls on ALL loans before dialling.
+    # The loan's time zone: the borrower's local date (printed on a letter), and for a call
+    # the day the caps count in.
+    timezone: str | None = None
+    # A call: the policy's caps and window, under which the outbox checks the borrower's
+    # calls on ALL loans before dialling.
     call_caps: CallCaps | None = None
     contact_window: ContactWindow | None = None
-    timezone: str | None = None
 
 
 # deferred: nothing was sent and the contact is still owed: retries ran past the contact

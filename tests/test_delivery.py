@@ -568,7 +568,9 @@ def test_a_letter_goes_by_mail_when_letters_are_mailed(engine: Engine, inbox: In
     body = got.get_body(("plain",))
     assert got["Subject"].startswith("催告函") and body is not None and "催告函" in body.get_content()
     (pdf,) = got.iter_attachments()  # the printable letter (tests/test_letters.py)
-    assert pdf.get_content_type() == "application/pdf" and pdf.get_filename() == "letter-L1.pdf"
+    assert (
+        pdf.get_content_type() == "application/pdf" and pdf.get_filename() == "demand_letter-L1.pdf"
+    )  # named by its kind
     assert row(engine, "L1:demand_letter:1").line == "email"
     # Without an email address the letter goes to the print house (the postal reference).
     add_borrower(engine, borrower_id="B2", email=None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import logging
 import os
-from datetime import date
+from datetime import UTC, date, datetime
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from activities.letters import (
     letter_pdf,
 )
 from activities.providers import RoutingDeliverer, deliverer_from_settings, message_id_for
-from activities.templates import render
+from activities.templates import format_date, render
 from domain.enums import ActionKind, Channel
 from models.wire import ContactParams
 from settings import Settings
@@ -294,3 +294,26 @@ def test_an_unwritable_folder_is_retried(tmp_path: Path) -> None:
     with pytest.raises(DeliveryUnavailable, match="cannot write"):
         LetterFolder(blocker).deliver(letter(to="borrower:B1"))
     assert os.listdir(tmp_path) == ["not-a-folder"]
+
+
+def test_a_sent_letter_is_dated_on_the_borrowers_day_and_named_by_its_kind(
+    engine: Engine,  # noqa: F811
+) -> None:
+    """20:00 UTC is already the next morning in Shanghai: the letter the outbox hands over
+    carries the borrower's local date (the same on every retry) and its kind."""
+    add_borrower(engine)
+    deliverer = RecordingDeliverer()
+    request = contact(
+        "L1:demand_letter:late",
+        kind=ActionKind.DEMAND_LETTER,
+        channel=Channel.LETTER,
+        template="demand_letter",
+        scheduled_at=datetime(2025, 3, 1, 20, 0, tzinfo=UTC),
+        timezone="Asia/Shanghai",
+    )
+    assert run(ContactActivities(engine, deliverer).send_contact, request).status == "delivered"
+    (sent,) = deliverer.sent
+    assert (sent.kind, sent.local_date) == ("demand_letter", date(2025, 3, 2))
+    assert attachment_name(sent) == "demand_letter-L1.pdf"
+    text, _reader = pdf_text(letter_pdf(sent))
+    assert format_date(date(2025, 3, 2), "zh-CN") in text
