@@ -136,12 +136,13 @@ CALL_LOOKBACK = timedelta(days=8)
 def _take_call_slot(session: Session, req: ContactRequest, line: str) -> datetime | None:
     """Check the call caps against the borrower's calls on ALL loans and record this call
     in the ledger, under the borrower's lock: None when the call may be placed (recorded),
-    else the first instant the caps allow one. The call counts at its planned instant (it
-    is placed in that day's window or not at all, see `not_after`). A retry of a call
-    already recorded (a 5xx, a worker restart) goes ahead: it is the same call."""
+    else the first instant the caps allow one. The call counts from the moment of the
+    check (its planned instant, or later on a late run or a retry: a check at a stale
+    instant would miss calls other loans recorded since, found by review). A retry of a
+    call already recorded (a 5xx, a worker restart) goes ahead: it is the same call."""
     if repo.call_by_key(session, req.key) is not None:
         return None
-    at = as_utc(req.scheduled_at)
+    at = max(as_utc(req.scheduled_at), utcnow())
     if req.call_caps is not None and req.contact_window is not None and req.timezone is not None:
         calls = repo.borrower_calls(session, req.borrower_id, at - CALL_LOOKBACK)
         log = [CallAttempt(at=as_utc(c.at), line=c.line, connected=c.connected) for c in calls]
@@ -190,6 +191,8 @@ def _prepare(session: Session, req: ContactRequest, letters_by_mail: bool) -> Co
             scheduled_at=as_utc(req.scheduled_at),
         )
     if isinstance(target, str):
+        if call:  # recorded by an earlier attempt, but no call will be placed now
+            repo.release_call(session, req.key)
         row.status = "suppressed"
         row.reason = target
         row.line = None
@@ -247,6 +250,8 @@ def _record(session: Session, row_id: int, channel: Channel, receipt: DeliveryRe
         # fast provider): its status stands, but the send's own facts are written, so a
         # call still counts as dialed (found by the local inbox's review).
         _send_facts(row, channel, receipt)
+        if channel == Channel.VOICE:
+            _ledger_send(session, row, receipt)
         session.add(row)
         session.flush()
         return outcome_of(row)
@@ -257,13 +262,33 @@ def _record(session: Session, row_id: int, channel: Channel, receipt: DeliveryRe
     row.reason = None if receipt.delivered else clip(receipt.detail or "not_delivered", 255)
     _send_facts(row, channel, receipt)
     if channel == Channel.VOICE:
-        if not receipt.delivered:  # refused: no call was placed, it does not count
-            repo.release_call(session, row.idempotency_key)
-        elif row.connected:
-            repo.mark_call_connected(session, row.idempotency_key, True)
+        _ledger_send(session, row, receipt)
     session.add(row)
     session.flush()
     return outcome_of(row)
+
+
+def _ledger_send(session: Session, row: ContactAttempt, receipt: DeliveryReceipt) -> None:
+    """The borrower's call ledger after the provider answered: a refused call was not
+    placed and does not count; a placed one counts (recorded again if a concurrent attempt
+    deferred past the window took it back meanwhile, found by review), connected or not."""
+    key = row.idempotency_key
+    if not receipt.delivered:
+        repo.release_call(session, key)
+        return
+    if repo.call_by_key(session, key) is None:
+        repo.record_call(
+            session,
+            key=key,
+            borrower_id=row.borrower_id,
+            loan_id=row.loan_id,
+            line=row.line or "mobile",
+            at=utcnow(),
+            connected=row.connected,
+            source="outbox",
+        )
+    elif row.connected:
+        repo.mark_call_connected(session, key, True)
 
 
 def _send_facts(row: ContactAttempt, channel: Channel, receipt: DeliveryReceipt) -> None:

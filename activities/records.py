@@ -201,7 +201,9 @@ def _ledger_calls(session: Session, contacts: Sequence[ContactLogRecord]) -> Non
         reached = c.result is ContactResult.REACHED
         if c.contact_id.startswith(CALL_RESULT_PREFIX):
             placed = c.contact_id.removeprefix(CALL_RESULT_PREFIX)
-            if repo.mark_call_connected(session, placed, reached):
+            # Only this loan's own call (a report naming another loan's is a call logged
+            # on this one, found by review).
+            if repo.mark_call_connected(session, placed, reached, loan_id=c.loan_id):
                 continue
         repo.record_call(
             session,

@@ -30,7 +30,13 @@ from domain.enums import (
 )
 from domain.ledger import CaseError, outstanding, reported_instant, today_for
 from domain.money import format_amount
-from domain.planner import call_allowed_at, reconcile, trim_call_log
+from domain.planner import (
+    CALL_RESULT_PREFIX,
+    call_allowed_at,
+    first_full_later_week,
+    reconcile,
+    trim_call_log,
+)
 from domain.protections import ALL_CHANNELS, broken_promises, counts_toward
 
 # A logged call or visit may be entered up to this many days after it happened (the call
@@ -40,9 +46,6 @@ CONTACT_LOG_KEPT = 50  # logged contacts kept on the case (the database keeps th
 # The line a collector's logged call counts against for the per-number cap: the
 # borrower's primary number, the one collectors dial (the conservative choice).
 LOGGED_CALL_LINE = "mobile"
-# The IVR provider's report of an automated call is logged as contact "ivr:<outbox key>"
-# (POST /calls): the result of a call already counted when it was placed.
-CALL_RESULT_PREFIX = "ivr:"
 
 
 @dataclass(frozen=True)
@@ -377,23 +380,28 @@ def log_contact(
             c.model_copy(update={"connected": reached}) if c is placed else c for c in case.call_log
         ]
     elif channel is LoggedChannel.VOICE:
+        # A call logged after the fact must also fit every later 7-day window that holds
+        # it: calls made since count too (found by review).
+        full = first_full_later_week(policy.call_caps, case.call_log, when)
+        if full is not None:
+            cap = policy.call_caps.call_attempts_per_7_days
+            raise CaseError(
+                "at",
+                f"over the call caps: with the calls made since, more than {cap} calls in the "
+                f"7 days up to {full.isoformat()}",
+            )
         allowed = call_allowed_at(policy, tz, case.call_log, when)
         if allowed != when:
             raise CaseError(
                 "at",
                 f"over the call caps: the next call to this borrower is allowed at {allowed.isoformat()}",
             )
-        # A call logged after the fact must also fit every later 7-day window that holds
-        # it: calls made since count too (found by review).
-        week, cap = timedelta(days=7), policy.call_caps.call_attempts_per_7_days
-        for end in sorted(c.at for c in case.call_log if when < c.at < when + week):
-            if sum(1 for c in case.call_log if end - week < c.at <= end) + 1 > cap:
-                raise CaseError(
-                    "at",
-                    f"over the call caps: with the calls made since, more than {cap} calls in the "
-                    f"7 days up to {end.isoformat()}",
-                )
-        attempt = CallAttempt(at=when, line=LOGGED_CALL_LINE, connected=result is ContactResult.REACHED)
+        # A report of a call whose own outcome is not written down yet (it arrived first)
+        # keeps its id, so the call's outcome replaces it rather than counting twice.
+        key = contact_id if contact_id.startswith(CALL_RESULT_PREFIX) else None
+        attempt = CallAttempt(
+            at=when, line=LOGGED_CALL_LINE, connected=result is ContactResult.REACHED, key=key
+        )
         update["call_log"] = [*trim_call_log(case.call_log, now), attempt]
     entry = LoggedContact(
         contact_id=contact_id, agent_ids=agents, channel=channel, result=result, reason=reason, at=when

@@ -189,10 +189,30 @@ def next_call_at(
                 oldest_to_expire + timedelta(days=7, microseconds=1), tz, window.opens, window.closes
             )
             continue
+        # Calls already recorded after `at` (another loan's, checked a moment later): one
+        # more call must also fit every 7-day window that holds it and them (found by
+        # review). Then try from that call on.
+        later = first_full_later_week(caps, log, at)
+        if later is not None:
+            at = into_contact_window(later, tz, window.opens, window.closes)
+            continue
         return at
     return at  # pragma: no cover - caps are positive, so deferral converges
 
 
+def first_full_later_week(caps: CallCaps, log: list[CallAttempt], at: datetime) -> datetime | None:
+    """The first call after `at` whose 7 days up to it would hold more than the cap with a
+    call at `at` added, or None."""
+    week = timedelta(days=7)
+    for end in sorted(c.at for c in log if at < c.at < at + week):
+        if sum(1 for c in log if end - week < c.at <= end) + 1 > caps.call_attempts_per_7_days:
+            return end
+    return None
+
+
+# The IVR provider's report of an automated call is logged as contact "ivr:<outbox key>"
+# (POST /calls): the result of a call already counted when it was placed.
+CALL_RESULT_PREFIX = "ivr:"
 CALL_LOG_KEPT = timedelta(days=15)
 
 
@@ -638,7 +658,16 @@ def record_outcome(case: Case, action: PlannedAction, outcome: Outcome, now: dat
         attempt = CallAttempt(
             at=now, line=outcome.line or "primary", connected=outcome.connected, key=outcome.call_key
         )
-        update["call_log"] = [*trim_call_log(case.call_log, now), attempt]
+        kept = trim_call_log(case.call_log, now)
+        if outcome.call_key is not None:
+            # The IVR's report of this very call came first and was logged as a call of
+            # its own: it is this call (found by review), not a second one.
+            reported = CALL_RESULT_PREFIX + outcome.call_key
+            early = [c for c in kept if c.key == reported]
+            if early:
+                kept = [c for c in kept if c.key != reported]
+                attempt = attempt.model_copy(update={"connected": attempt.connected or early[0].connected})
+        update["call_log"] = [*kept, attempt]
     kind = action.kind
     if kind is ActionKind.CREDIT_REPORT:
         update |= {"credit_reported": True, "credit_report_open": True}

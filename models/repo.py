@@ -428,11 +428,12 @@ def release_call(session: Session, key: str) -> bool:
     return True
 
 
-def mark_call_connected(session: Session, key: str, connected: bool) -> bool:
+def mark_call_connected(session: Session, key: str, connected: bool, loan_id: str | None = None) -> bool:
     """How an automated call went, once the IVR reports it: a connected call counts toward
-    the cap on connected calls. False when the call is not in the ledger."""
+    the cap on connected calls. False when the call is not in the ledger (or, with
+    `loan_id`, is another loan's call)."""
     row = call_by_key(session, key)
-    if row is None:
+    if row is None or (loan_id is not None and row.loan_id != loan_id):
         return False
     if row.connected != connected:
         row.connected = connected

@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 
+from activities._support import as_utc
 from activities.contacts import CAPS_REASON, ContactActivities
 from activities.delivery import RecordingDeliverer
 from activities.records import RecordActivities
@@ -272,3 +273,102 @@ def test_a_receipt_before_the_send_is_recorded_keeps_the_call_counted(engine: En
     row = outbox(engine, "fast")
     assert row.sent_at is not None and row.dialed and row.receipt_detail == "answered at once"
     assert [key for _loan, key, _c in ledger(engine)] == ["fast"]
+
+
+# --- found by review ----------------------------------------------------------------------
+
+
+def test_a_call_checked_at_an_earlier_instant_still_counts_a_call_recorded_after_it(
+    engine: Engine,  # noqa: F811
+) -> None:
+    """Two loans' calls fall due at the same step time; the one whose workflow ran a moment
+    later reached the lock first. The other, checked at its earlier planned instant, must
+    still see that call: 8 calls in 7 days otherwise."""
+    add_borrower(engine)
+    acts = ContactActivities(engine, RecordingDeliverer(voice_connected=False))
+    for day in range(1, 7):
+        run(acts.send_contact, call(f"L3/d{day}", "L3", local(day, 10)))
+    assert (
+        run(acts.send_contact, call("L2/d7", "L2", local(7, 10) + timedelta(seconds=5))).status == "delivered"
+    )
+    late = run(acts.send_contact, call("L1/d7", "L1", local(7, 10)))
+    assert late.status == "deferred" and len(ledger(engine)) == 7
+
+
+def test_a_call_run_late_counts_from_when_it_was_checked(engine: Engine) -> None:  # noqa: F811
+    """A call planned two hours ago (a late wake-up, a retry) counts from now, not from its
+    planned instant: it must not expire from the borrower's week two hours early."""
+    add_borrower(engine)
+    before = datetime.now(UTC)
+    planned = before - timedelta(hours=2)
+    late = call("late", "L1", planned).model_copy(update={"not_after": before + timedelta(hours=1)})
+    acts = ContactActivities(engine, RecordingDeliverer(voice_connected=False))
+    # Whatever the hour here, run it as if inside the window: the window is not the point.
+    late = late.model_copy(update={"contact_window": ContactWindow(opens=time(0, 0), closes=time(23, 59))})
+    assert run(acts.send_contact, late).status == "delivered"
+    with session_scope(engine) as s:
+        row = repo.call_by_key(s, "late")
+        assert row is not None and as_utc(row.at) >= before
+
+
+def test_a_call_suppressed_on_retry_is_taken_back(engine: Engine) -> None:  # noqa: F811
+    add_borrower(engine)
+
+    class Down(RecordingDeliverer):
+        def deliver(self, message: Any) -> Any:
+            raise ConnectionError("provider down")
+
+    with pytest.raises(ConnectionError):
+        run(ContactActivities(engine, Down()).send_contact, call("x", "L1", local(5, 10)))
+    assert len(ledger(engine)) == 1  # recorded before the provider was asked
+    add_borrower(engine, phone_mobile=None)  # the number is gone before the retry
+    retried = run(ContactActivities(engine, RecordingDeliverer()).send_contact, call("x", "L1", local(5, 10)))
+    assert retried.status == "suppressed" and ledger(engine) == []
+
+
+def test_a_placed_call_taken_back_by_a_concurrent_late_attempt_is_counted_again(
+    engine: Engine,  # noqa: F811
+) -> None:
+    """Attempt 1 is still waiting for the provider when attempt 2 (a timeout retry) finds
+    the window closed and takes the call back; attempt 1 then places it: it counts."""
+    add_borrower(engine)
+    late_retry = call("x", "L1", local(5, 10)).model_copy(
+        update={"not_after": datetime.now(UTC) - timedelta(minutes=1)}
+    )
+
+    class SlowProvider(RecordingDeliverer):
+        def deliver(self, message: Any) -> Any:
+            # Meanwhile, the retry past the window.
+            deferred = run(ContactActivities(engine, RecordingDeliverer()).send_contact, late_retry)
+            assert deferred.status == "deferred" and ledger(engine) == []
+            return super().deliver(message)
+
+    placed = run(
+        ContactActivities(engine, SlowProvider(voice_connected=False)).send_contact,
+        call("x", "L1", local(5, 10)),
+    )
+    assert placed.dialed and [key for _loan, key, _c in ledger(engine)] == ["x"]
+
+
+def test_an_ivr_report_naming_another_loans_call_is_a_call_of_its_own_loan(
+    engine: Engine,  # noqa: F811
+) -> None:
+    add_borrower(engine)
+    add_borrower(engine, borrower_id="B2", phone_mobile="13900001111")
+    run(
+        ContactActivities(engine, RecordingDeliverer(voice_connected=False)).send_contact,
+        call("L1/robot", "L1", local(5, 9)),
+    )
+    forged = ContactLogRecord(
+        loan_id="L9",
+        borrower_id="B2",
+        contact_id="ivr:L1/robot",
+        agent_ids=["agent-x"],
+        channel=LoggedChannel.VOICE,
+        result=ContactResult.REACHED,
+        reason=None,
+        at=local(5, 10),
+    )
+    run(RecordActivities(engine).write_desk, DeskRecords(contacts=[forged]))
+    assert ledger(engine, "B1") == [("L1", "L1/robot", False)]
+    assert ledger(engine, "B2") == [("L9", "log:L9/ivr:L1/robot", True)]

@@ -28,7 +28,7 @@ from domain.enums import (
 )
 from domain.intake import take_payment, take_restructuring
 from domain.ledger import CaseError, outstanding, overdue_amount, penalty_accrued, today_for
-from domain.planner import Outcome, next_action, plan, reconcile, record_outcome
+from domain.planner import Outcome, next_action, next_call_at, plan, reconcile, record_outcome
 from domain.protections import broken_promises, holding, lapse, route, strongest_hold
 from tests.test_domain_helpers import FIRST_DUE, Executed, as_local, drive, local, make_case
 
@@ -517,6 +517,27 @@ def test_an_unanswered_report_leaves_the_call_not_connected() -> None:
     case = at(make_case(), now).model_copy(update={"call_log": placed_calls(dpd(7, 10))})
     taken = log(case, now, "ivr:K0", dpd(7, 10, 1), result=ContactResult.NO_ANSWER, agent_ids=["ivr"])
     assert taken.case.call_log == case.call_log
+
+
+def test_an_ivr_report_that_beats_the_calls_own_outcome_is_that_call() -> None:
+    """The IVR's report came before the workflow wrote the call's outcome down (a slow
+    send): the report is logged as a call, and the outcome then takes its place: one call,
+    connected (found by review: it counted twice)."""
+    now = dpd(7, 10)
+    case = at(make_case(), dpd(6, 12))
+    action = next(a for a in plan(case, case.policy, now) if a.kind is K.VOICE_CALL)
+    early = log(case, now, f"ivr:{action.key}", now, agent_ids=["ivr"]).case
+    after = record_outcome(early, action, Outcome(dialed=True, line="mobile", call_key=action.key), now)
+    assert [(c.key, c.connected) for c in after.call_log] == [(action.key, True)]
+
+
+def test_the_caps_see_a_call_recorded_just_after_the_instant_checked() -> None:
+    """Six calls this week and a seventh recorded a moment after the instant a call is
+    checked at: one more would make 8 in 7 days (found by review)."""
+    week = placed_calls(*[dpd(n, 10) for n in range(1, 7)], dpd(7, 10, 1))
+    policy = make_case().policy
+    allowed = next_call_at(policy.call_caps, policy.contact_window, "Asia/Shanghai", week, dpd(7, 10))
+    assert allowed == dpd(8, 10) + timedelta(microseconds=1)  # when the first call is a week old
 
 
 def test_outcomes_of_stopped_steps_are_never_replayed() -> None:
