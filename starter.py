@@ -1175,6 +1175,15 @@ async def log_contact(
         msg = ContactLogIn(
             contact_id=contact_id, agent_ids=agents, channel=channel, result=result, reason=reason, at=when
         )
+    from client.calls import borrower_caps_refusal, reserved_contact_id
+
+    reserved = reserved_contact_id(msg.contact_id)
+    if reserved is not None:
+        raise bad_input(f"--id: {reserved}")
+    if msg.channel is LoggedChannel.VOICE:
+        over = _in_database(_settings(ctx), False, lambda s: borrower_caps_refusal(s, loan_id, when))
+        if over is not None:
+            raise ClientError(f"at: over the call caps across the borrower's loans: {over}")
     return await send_desk(
         ctx,
         loan_id,

@@ -23,11 +23,12 @@ from activities._support import as_utc
 from activities.contacts import CAPS_REASON, ContactActivities
 from activities.delivery import RecordingDeliverer
 from activities.records import RecordActivities
+from client.calls import borrower_caps_refusal, reserved_contact_id
 from domain.enums import ActionKind, Channel, ContactResult, LoggedChannel
 from domain.policy import CallCaps, ContactWindow
 from models import repo
 from models.db import session_scope
-from models.tables import BorrowerCall, ContactAttempt
+from models.tables import BorrowerCall, ContactAttempt, Loan
 from models.wire import ContactLogRecord, ContactParams, ContactRequest, DeskRecords
 from tests.db_fixtures import db_url, engine  # noqa: F401
 from tests.test_activities import add_borrower, run
@@ -372,3 +373,56 @@ def test_an_ivr_report_naming_another_loans_call_is_a_call_of_its_own_loan(
     run(RecordActivities(engine).write_desk, DeskRecords(contacts=[forged]))
     assert ledger(engine, "B1") == [("L1", "L1/robot", False)]
     assert ledger(engine, "B2") == [("L9", "log:L9/ivr:L1/robot", True)]
+
+
+# --- a collector's logged call, checked by the CLI against all loans -------------------------
+
+
+def add_loan(engine: Engine, loan_id: str, borrower_id: str = "B1") -> None:  # noqa: F811
+    with session_scope(engine) as s:
+        s.add(
+            Loan(
+                loan_id=loan_id,
+                borrower_id=borrower_id,
+                product="credit",
+                principal=1_200_000,
+                annual_rate_bps=1_800,
+                term_months=12,
+                repayment_method="equal_installment",
+                disbursed_on=WEEK_AHEAD - timedelta(days=60),
+                first_due_date=WEEK_AHEAD - timedelta(days=30),
+                timezone="Asia/Shanghai",
+            )
+        )
+
+
+def test_a_collectors_call_over_the_borrowers_caps_on_other_loans_is_refused_before_it_is_logged(
+    engine: Engine,  # noqa: F811
+) -> None:
+    add_borrower(engine)
+    add_loan(engine, "L1")
+    robot = ContactActivities(engine, RecordingDeliverer(voice_connected=True))
+    for n, loan in enumerate(("L2", "L3", "L2")):  # three connected calls today on other loans
+        run(robot.send_contact, call(f"c{n}", loan, local(5, 9 + n)))
+    with session_scope(engine) as s:
+        over = borrower_caps_refusal(s, "L1", local(5, 15))
+        assert over is not None and "next call (counting all loans) is allowed at" in over
+        assert borrower_caps_refusal(s, "L1", local(6, 9)) is None  # a new day
+        assert borrower_caps_refusal(s, "L1", local(5, 23)) is None  # the window is the loan's to judge
+        assert borrower_caps_refusal(s, "NO-SUCH-LOAN", local(5, 15)) is None
+
+
+def test_a_logged_call_before_calls_already_made_must_fit_their_weeks(engine: Engine) -> None:  # noqa: F811
+    add_borrower(engine)
+    add_loan(engine, "L1")
+    robot = ContactActivities(engine, RecordingDeliverer(voice_connected=False))
+    for day in range(2, 9):  # 7 calls on days 2..8
+        run(robot.send_contact, call(f"d{day}", "L2", local(day, 10)))
+    with session_scope(engine) as s:
+        over = borrower_caps_refusal(s, "L1", local(8, 9))  # logged late, for the morning of day 8
+        assert over is not None and "more than 7 calls in the 7 days up to" in over
+
+
+def test_ivr_ids_are_reserved() -> None:
+    assert reserved_contact_id("ivr:L1/1/dpd-7-call") is not None
+    assert reserved_contact_id("CALL-1") is None

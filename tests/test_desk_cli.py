@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -43,8 +44,10 @@ from models.wire import (
 
 
 @pytest.fixture
-def unreachable(monkeypatch: pytest.MonkeyPatch) -> str:
-    """Point the CLI at a port where nothing listens: proves nothing was sent."""
+def unreachable(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """Point the CLI at a port where nothing listens: proves nothing was sent. (A logged
+    call reads the borrower's calls first: from an empty database of its own.)"""
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         address = f"127.0.0.1:{s.getsockname()[1]}"
@@ -145,6 +148,8 @@ BAD_INPUT = [
     (without(PROMISE, "--date"), "--date", "Missing option"),
     (without(HARDSHIP, "--approved-by"), "--approved-by", "Missing option"),
     (without(CONTACT, "--agent"), "--agent", "Missing option"),
+    # the IVR's results are logged as ivr:<message id> (POST /calls): not a person's id
+    (replace(CONTACT, "--id", "ivr:L-1/1/dpd-7-call"), "--id", "reserved for the IVR"),
 ]
 
 
@@ -305,3 +310,58 @@ def test_status_shows_the_protections_only_when_present() -> None:
     assert "  hardship         H-1 until 2025-05-01" in full
     assert "  contact only by  letter, email" in full
     assert "  broken promises  1 this episode" in full
+
+
+def test_a_logged_call_over_the_borrowers_caps_on_other_loans_is_refused_and_not_sent(
+    unreachable: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The workflow sees only its own loan's calls: the CLI first counts the borrower's
+    calls on all loans (the call ledger) and refuses, naming at, before anything is sent."""
+    from datetime import datetime, time, timedelta
+    from zoneinfo import ZoneInfo
+
+    from models import repo
+    from models.db import make_engine, session_scope, upgrade_schema
+    from models.tables import BorrowerCreate, Loan
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    upgrade_schema(url)
+    engine = make_engine(url)
+    shanghai = ZoneInfo("Asia/Shanghai")
+    yesterday = datetime.now(shanghai).date() - timedelta(days=1)
+    with session_scope(engine) as s:
+        repo.upsert_borrower(s, BorrowerCreate(borrower_id="B-1", name="王五", phone_mobile="13800000000"))
+        s.add(
+            Loan(
+                loan_id="L-1",
+                borrower_id="B-1",
+                product="credit",
+                principal=100_000,
+                annual_rate_bps=1_800,
+                term_months=12,
+                repayment_method="equal_installment",
+                disbursed_on=yesterday - timedelta(days=60),
+                first_due_date=yesterday - timedelta(days=30),
+            )
+        )
+        for n in range(3):  # three connected calls yesterday morning, on the borrower's other loan
+            repo.record_call(
+                s,
+                key=f"L-2/call-{n}",
+                borrower_id="B-1",
+                loan_id="L-2",
+                line="mobile",
+                at=datetime.combine(yesterday, time(9, 10 * n), shanghai),
+                connected=True,
+                source="outbox",
+            )
+    engine.dispose()
+    at = datetime.combine(yesterday, time(15), shanghai).isoformat()
+    code = starter.main([*CONTACT, "--at", at])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert (
+        err.startswith("error: at: over the call caps across the borrower's loans")
+        or "at: over the call caps across the borrower's loans" in err
+    ), err
+    assert "cannot reach" not in err, err  # refused before Temporal was asked
