@@ -20,6 +20,9 @@ from functools import partial
 
 from temporalio import activity, workflow
 
+# schedule-to-close, not only start-to-close: the Java time-skipping server gives an
+# activity without one a 10-year timeout timer that outlives the activity, and the next
+# `result()` skips the clock ten years ahead to fire it.
 ACTIVITY_TIMEOUT = timedelta(seconds=30)
 # The standard policy's before-due reminders an on-time payer receives (policies/standard.toml:
 # t-3 and t-1 at 09:00 local); the due-day one never runs when the borrower pays at T-1.
@@ -47,7 +50,7 @@ class BareWorkflow:
 
     @workflow.run
     async def run(self, name: str) -> None:
-        await workflow.execute_activity(bare_open, name, start_to_close_timeout=ACTIVITY_TIMEOUT)
+        await workflow.execute_activity(bare_open, name, schedule_to_close_timeout=ACTIVITY_TIMEOUT)
         await workflow.wait_condition(lambda: False)
 
     @workflow.update
@@ -99,7 +102,7 @@ class MinimalLoan:
                     await workflow.execute_activity(
                         remind,
                         args=[start.loan_id, seq, days_before],
-                        start_to_close_timeout=ACTIVITY_TIMEOUT,
+                        schedule_to_close_timeout=ACTIVITY_TIMEOUT,
                     )
             await workflow.wait_condition(partial(self._paid_up_to, seq))
         return self.paid

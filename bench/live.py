@@ -68,7 +68,7 @@ class Side:
 
 @asynccontextmanager
 async def worker_process(
-    kind: str, address: str, namespace: str, db_url: str, cache: int, log: Path
+    kind: str, address: str, namespace: str, db_url: str, cache: int, log: Path, *extra: str
 ) -> AsyncIterator[Side]:
     task_queue = f"bench-{kind}-{uuid.uuid4().hex[:8]}"
     with log.open("wb") as out:
@@ -86,6 +86,7 @@ async def worker_process(
             db_url,
             "--cache",
             str(cache),
+            *extra,
             cwd=ROOT,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,

@@ -109,5 +109,8 @@ def write_results(
         command,
         "```",
         "",
+        "Where the cost goes: `python -m bench.profile_year` (cProfile of a time-skipped year, per",
+        "thread) and `python -m bench.memory_where` (tracemalloc of a worker holding parked loans).",
+        "",
     ]
     path.write_text("\n".join(lines))

@@ -5,7 +5,9 @@ benchmark's: the real LoanCollection with its real activities, and the baselines
 
 Prints `ready` once polling. Then answers lines on stdin: `rss` -> a full garbage
 collection (and glibc's malloc_trim, so freed memory is given back) then the resident
-set size in KiB; `stop` or end of input -> exits.
+set size in KiB; `stop` or end of input -> exits. With --tracemalloc (slow: for finding
+where memory goes, never for the figures): `snap` remembers the allocations now, `top`
+prints one line of JSON, the 25 source files whose allocations grew most since `snap`.
 """
 
 from __future__ import annotations
@@ -15,8 +17,10 @@ import asyncio
 import contextlib
 import ctypes
 import gc
+import json
 import os
 import sys
+import tracemalloc
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -48,6 +52,7 @@ async def serve(address: str, namespace: str, task_queue: str, db_url: str, cach
     engine = make_engine(db_url)
     client = await Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter)
     loop = asyncio.get_running_loop()
+    snapshot: tracemalloc.Snapshot | None = None
     with ThreadPoolExecutor(max_workers=8) as executor:
         async with Worker(
             client,
@@ -62,6 +67,15 @@ async def serve(address: str, namespace: str, task_queue: str, db_url: str, cach
                 line = (await loop.run_in_executor(None, sys.stdin.readline)).strip()
                 if line == "rss":
                     print(rss_kib(), flush=True)
+                elif line == "snap":
+                    gc.collect()
+                    snapshot = tracemalloc.take_snapshot()
+                    print("ok", flush=True)
+                elif line == "top" and snapshot is not None:
+                    gc.collect()
+                    diff = tracemalloc.take_snapshot().compare_to(snapshot, "filename")
+                    top = [[d.traceback[0].filename, d.size_diff // 1024, d.count_diff] for d in diff[:25]]
+                    print(json.dumps(top), flush=True)
                 elif line in ("stop", ""):
                     break
     engine.dispose()
@@ -74,7 +88,10 @@ def main() -> None:
     parser.add_argument("--task-queue", required=True)
     parser.add_argument("--db", required=True)
     parser.add_argument("--cache", type=int, default=1000)
+    parser.add_argument("--tracemalloc", action="store_true")
     args = parser.parse_args()
+    if args.tracemalloc:
+        tracemalloc.start()
 
     async def run() -> None:
         try:
