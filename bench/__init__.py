@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` (bench/__main__.py)."""
