@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import calendar as _cal
 from datetime import UTC, date, datetime, time, timedelta
+from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 
@@ -22,6 +23,10 @@ def local_date(instant: datetime, tz: str) -> date:
     return instant.astimezone(zone(tz)).date()
 
 
+# Pure and asked thousands of times per planning pass (every reminder and step of every
+# installment, into the window): remembered (bench/profile_year.py: the planner's largest
+# cost). Bounded, so a long-lived worker's cache stays small.
+@lru_cache(maxsize=4096)
 def at_local(day: date, clock: time, tz: str) -> datetime:
     """The UTC instant of a local wall-clock time. A time that does not exist (spring
     forward) moves forward with the gap; an ambiguous one (fall back) takes the first."""

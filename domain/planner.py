@@ -38,7 +38,7 @@ the action is due (or a message changes the case), executes it, records the outc
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 
 from pydantic import BaseModel
 
@@ -323,14 +323,22 @@ def _moved(case: Case, policy: Policy, channel: Channel, due_at: datetime) -> tu
     return at, delayed_by
 
 
-def _reminders(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
+def _reminders(case: Case, policy: Policy, now: datetime, complete: bool = True) -> list[PlannedAction]:
+    """The reminders owed from now on. Not `complete`: only as far as the first one that
+    will really happen, when every later installment's reminders fall after it (they
+    cannot come first: enough for the next step, and the planner's largest cost)."""
     today = today_for(case, now)
     if stage(case, today) in (CollectionStage.LEGAL, CollectionStage.CHARGED_OFF):
         # Once with legal or charged off, the case is not reminded of routine due dates
         # (a cure brings it back to CURRENT, and the reminders with it).
         return []
-    actions = []
+    actions: list[PlannedAction] = []
+    earliest_day = min((r.day for r in policy.reminders), default=0)
     for inst in unsettled(case, today):
+        if not complete:
+            first = at_local(inst.due_date + timedelta(days=earliest_day), time(0), case.timezone)
+            if any(a.held_by is None and a.at < first for a in actions):
+                break
         for reminder in policy.reminders:
             day = inst.due_date + timedelta(days=reminder.day)
             nominal = at_local(day, reminder.at, case.timezone)
@@ -610,9 +618,12 @@ def _refresh(case: Case, now: datetime) -> list[PlannedAction]:
     ]
 
 
-def plan(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
-    """Every action the case owes from `now` on, earliest first."""
-    actions = _followups(case, now) + _ladder(case, policy, now) + _reminders(case, policy, now)
+def plan(case: Case, policy: Policy, now: datetime, complete: bool = True) -> list[PlannedAction]:
+    """Every action the case owes from `now` on, earliest first. Not `complete`: the same
+    first actions (the first one, and the first that a hold does not stop), without
+    reminders of installments further off."""
+    reminders = _reminders(case, policy, now, complete)
+    actions = _followups(case, now) + _ladder(case, policy, now) + reminders
     actions += _desk(case, policy, now) + _refresh(case, now)
     order = {a.key: n for n, a in enumerate(actions)}
     return sorted(actions, key=lambda a: (a.at, order[a.key]))
@@ -621,7 +632,7 @@ def plan(case: Case, policy: Policy, now: datetime) -> list[PlannedAction]:
 def next_action(case: Case, policy: Policy, now: datetime) -> PlannedAction | None:
     """The next thing to do, or None once the case is closed and nothing is owed."""
     case = reconcile(case, now)
-    actions = plan(case, policy, now)
+    actions = plan(case, policy, now, complete=False)
     return actions[0] if actions else None
 
 

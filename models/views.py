@@ -73,7 +73,7 @@ def upcoming(case: Case, now: datetime) -> PlannedAction | None:
     check of who holds the case) is not a step a collector waits for, nor is a step a
     hold or the borrower's preferences will stop (the `hold` says why)."""
     case = reconcile(case, now)
-    steps = plan(case, case.policy, now)
+    steps = plan(case, case.policy, now, complete=False)
     return next((a for a in steps if not is_housekeeping(a) and a.held_by is None), None)
 
 

@@ -26,7 +26,15 @@ from domain.ledger import (
     remaining_principal,
     today_for,
 )
-from domain.planner import Outcome, next_action, plan, reconcile, record_outcome
+from domain.planner import (
+    Outcome,
+    PlannedAction,
+    is_housekeeping,
+    next_action,
+    plan,
+    reconcile,
+    record_outcome,
+)
 from domain.restructure import restructure
 from tests.test_domain_helpers import NY, POLICY, SH, as_local, local, make_case
 
@@ -488,3 +496,32 @@ def test_no_penalty_accrues_on_the_days_of_a_hardship_and_nothing_else_changes(
             assert penalty_accrued(relieved, frozen, later) == shifted
         else:  # due later: never more than without relief
             assert penalty_accrued(relieved, frozen, later) <= penalty_accrued(case, free, later)
+
+
+@FAST
+@given(case=loans, ops=operations, later=st.integers(0, 400), minute=st.integers(0, 24 * 60 - 1))
+def test_planning_only_as_far_as_the_next_step_gives_the_same_next_step(
+    case: Case, ops: list[tuple[str, int, int, float, int]], later: int, minute: int
+) -> None:
+    """next_action and the `state` answer plan reminders only up to the first that will
+    really happen (plan(complete=False), the planner's largest saving): whatever payments,
+    restructurings and hardships came before, the first action and the first one a hold
+    does not stop are those of the complete plan."""
+    when = moment(case, 0, 9 * 60)
+    for n, (what, gap, at_minute, share, size) in enumerate(ops):
+        when = local(local_date(when, case.timezone) + timedelta(days=gap), tz=case.timezone)
+        when += timedelta(minutes=at_minute)
+        done = operate(reconcile(case, when), what, when, share, size, f"R{n}")
+        if done is not None:
+            case = done[0]
+    now = local(local_date(when, case.timezone) + timedelta(days=later), tz=case.timezone)
+    now += timedelta(minutes=minute)
+    case = reconcile(case, now)
+    complete, short = plan(case, case.policy, now), plan(case, case.policy, now, complete=False)
+    assert short[:1] == complete[:1]
+
+    def first_real(actions: list[PlannedAction]) -> PlannedAction | None:
+        return next((a for a in actions if a.held_by is None and not is_housekeeping(a)), None)
+
+    assert first_real(short) == first_real(complete)
+    assert {a.key for a in short} <= {a.key for a in complete}
