@@ -2,19 +2,32 @@
 
     uvicorn api:app            # OpenAPI docs at /docs
 
-| route                | auth                                | answers                             |
-|----------------------|-------------------------------------|-------------------------------------|
-| POST /payments       | X-Signature, PAYMENT_WEBHOOK_SECRET | 200 (duplicate too) 401 404 413 422 503 |
-| POST /receipts       | X-Signature, WEBHOOK_SECRET         | 200 401 404 413 422 503             |
-| POST /calls          | X-Signature, WEBHOOK_SECRET         | 202 401 404 413 422 503             |
-| GET /loans/{loan_id} | Authorization: Bearer API_TOKEN     | 200 401 404 422 503                 |
-| GET /healthz         | none                                | 200 503                             |
+| route                | auth                                | answers                                    |
+|----------------------|-------------------------------------|--------------------------------------------|
+| POST /payments       | X-Signature, PAYMENT_WEBHOOK_SECRET | 200 (dup. too) 401 404 408 413 422 429 503 |
+| POST /receipts       | X-Signature, WEBHOOK_SECRET         | 200 401 404 408 413 422 429 503            |
+| POST /calls          | X-Signature, WEBHOOK_SECRET         | 202 401 404 408 413 422 429 503            |
+| GET /loans/{loan_id} | Authorization: Bearer API_TOKEN     | 200 401 404 422 429 503                    |
+| GET /healthz         | none                                | 200 503                                    |
 
 A signed route checks, in this order: the X-Signature header is there (401), the body
-fits API_MAX_BODY_BYTES by its Content-Length and by the bytes read (413), the
-signature `sha256=<hex HMAC-SHA256 of the raw body>` matches in constant time (401), the
-body is JSON of the route's strict wire type (422 naming the field). Only then is
-anything sent to Temporal or written to the database.
+fits API_MAX_BODY_BYTES by its Content-Length and by the bytes read (413) and arrives
+whole within API_BODY_TIMEOUT seconds (408: a client that sends its headers and then
+trickles the body, or stops), the signature `sha256=<hex HMAC-SHA256 of the raw body>`
+matches in constant time (401), the body is JSON of the route's strict wire type (422
+naming the field; malformed JSON, bad UTF-8, numbers out of range and nesting deeper than
+the parser's recursion limit are 422 too, never a 500). Only then is anything sent to
+Temporal or written to the database.
+
+Hostile clients. Each client address may send API_RATE_LIMIT requests a minute (a token
+bucket as deep as the limit: bursts up to it, then limit/60 a second; 0 turns it off);
+beyond that it gets 429 with Retry-After, before its body is read. GET /healthz is not
+limited. Behind a reverse proxy every client has the proxy's address: run uvicorn with
+`--proxy-headers --forwarded-allow-ips=<the proxy>` so the limit is per real client, or
+limit at the proxy. One slow or flooding client never stops the others: the server is
+asynchronous, a body that does not arrive in time is 408, and uvicorn's
+`--timeout-keep-alive` closes idle connections (`--limit-concurrency` caps connections:
+503 beyond it).
 
 Every message goes through the client library (client/): its `Problem` kinds become the
 status: unknown loan 404; bad input, a refusal by the workflow and a closed loan 422
@@ -37,6 +50,7 @@ import asyncio
 import hashlib
 import hmac
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -86,6 +100,12 @@ RETRY_AFTER_SECONDS = 5  # what a 503 tells the caller to wait before retrying
 PAYMENT_WAIT_SECONDS = 30.0  # how long a payment waits for the workflow's answer
 STATE_WAIT_SECONDS = 15.0
 HEALTH_WAIT_SECONDS = 3.0
+# Hostile clients (read from Settings when it has the fields api_rate_limit and
+# api_body_timeout; create_app's arguments override): requests a minute per client
+# address (0: no limit), and the seconds a request body may take to arrive.
+DEFAULT_RATE_LIMIT = 6000  # 100 a second sustained: far above a gateway's, far below a flood
+DEFAULT_BODY_TIMEOUT = 10.0
+UNLIMITED_PATHS = frozenset({"/healthz"})
 # The voice calls the IVR provider reports are logged on the loan as this collector, as
 # contact `ivr:<message_id>`: the workflow matches it to the call it placed, which
 # counted toward the caps once, when it was placed.
@@ -179,6 +199,10 @@ class ApiError(Exception):
         return JSONResponse(content, status_code=self.status, headers=self.headers)
 
 
+# An answer given before the body was read whole: the connection cannot be reused.
+CLOSE = {"Connection": "close"}
+
+
 def unavailable(what: str) -> ApiError:
     return ApiError(
         503,
@@ -239,32 +263,44 @@ def verify_signature(secret: SecretStr, header: str, body: bytes, name: str) -> 
         raise unauthorized("bad X-Signature: expected sha256=<hex HMAC-SHA256 of the raw body>", "Signature")
 
 
-async def read_body(request: Request, limit: int) -> bytes:
+async def read_body(request: Request, limit: int, timeout: float | None = None) -> bytes:
     """The raw body, refused (413) above `limit` bytes by its Content-Length or, without
-    one or with a lying one, by the bytes actually read."""
-    too_large = ApiError(413, f"body too large: at most {limit} bytes", "too_large")
+    one or with a lying one, by the bytes actually read; and (408, the connection closed)
+    when the whole of it has not arrived `timeout` seconds after we began to read it."""
+    too_large = ApiError(413, f"body too large: at most {limit} bytes", "too_large", headers=CLOSE)
     length = request.headers.get("content-length")
     if length is not None:
         if not (length.isascii() and length.strip().isdigit()):
-            raise ApiError(400, "bad Content-Length", "bad_request")
+            raise ApiError(400, "bad Content-Length", "bad_request", headers=CLOSE)
         if int(length) > limit:
             raise too_large
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise too_large
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise too_large
+                chunks.append(chunk)
+    except TimeoutError:
+        raise ApiError(
+            408, f"request body not received within {timeout:g} seconds", "timeout", headers=CLOSE
+        ) from None
     return b"".join(chunks)
 
 
 async def signed_body(
-    request: Request, header: str | None, secret: SecretStr, name: str, limit: int
+    request: Request,
+    header: str | None,
+    secret: SecretStr,
+    name: str,
+    limit: int,
+    timeout: float | None = None,
 ) -> bytes:
     if not header:
         raise unauthorized("X-Signature missing: send sha256=<hex HMAC-SHA256 of the raw body>", "Signature")
-    raw = await read_body(request, limit)
+    raw = await read_body(request, limit, timeout)
     verify_signature(secret, header, raw, name)
     return raw
 
@@ -340,6 +376,61 @@ class AccessLog:
             log.info("%s %s %s loan=%s", scope["method"], route, status, loan_id)
 
 
+class RateLimit:
+    """ASGI middleware: at most `per_minute` requests a minute from each client address
+    (a token bucket `per_minute` deep, refilled at per_minute/60 a second); beyond it
+    429 with Retry-After, before the body is read. `per_minute` 0: no limit. Paths in
+    UNLIMITED_PATHS (health checks) are not counted."""
+
+    MAX_CLIENTS = 10_000  # buckets kept; full ones are dropped first when there are more
+
+    def __init__(self, app: Callable[..., Awaitable[None]], per_minute: int) -> None:
+        self.app = app
+        self.capacity = float(per_minute)
+        self.rate = per_minute / 60.0
+        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, as of)
+
+    def take(self, client: str, now: float) -> float:
+        """0 when `client` may go now (one token taken), else the seconds to wait."""
+        tokens, since = self.buckets.get(client, (self.capacity, now))
+        tokens = min(self.capacity, tokens + (now - since) * self.rate)
+        if tokens >= 1.0:
+            self.buckets[client] = (tokens - 1.0, now)
+            wait = 0.0
+        else:
+            self.buckets[client] = (tokens, now)
+            wait = (1.0 - tokens) / self.rate
+        if len(self.buckets) > self.MAX_CLIENTS:
+            self._prune(now)
+        return wait
+
+    def _prune(self, now: float) -> None:
+        full_after = self.capacity / self.rate
+        for client, (_, since) in list(self.buckets.items()):
+            if now - since >= full_after:
+                del self.buckets[client]
+        while len(self.buckets) > self.MAX_CLIENTS:  # all busy: forget the oldest
+            del self.buckets[next(iter(self.buckets))]
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or self.capacity <= 0 or scope.get("path") in UNLIMITED_PATHS:
+            await self.app(scope, receive, send)
+            return
+        client = scope.get("client")
+        wait = self.take(client[0] if client else "-", asyncio.get_running_loop().time())
+        if wait <= 0:
+            await self.app(scope, receive, send)
+            return
+        retry = max(1, math.ceil(wait))
+        answer = ApiError(
+            429,
+            f"too many requests: at most {self.capacity:g} a minute from one client; retry in {retry} s",
+            "rate_limited",
+            headers={"Retry-After": str(retry), **CLOSE},
+        )
+        await answer.response()(scope, receive, send)
+
+
 def _openapi(app: FastAPI) -> Callable[[], dict[str, Any]]:
     """The routes read their raw bodies (the signature is over the bytes), so FastAPI
     cannot see the body types: they are added to the schema here."""
@@ -371,8 +462,10 @@ def _answers(*codes: int) -> dict[int | str, dict[str, Any]]:
     text = {
         401: "missing or bad signature / token",
         404: "unknown loan or message",
+        408: "the body did not arrive in time (API_BODY_TIMEOUT)",
         413: "body too large",
         422: "bad input (naming the field) or refused by the loan's workflow",
+        429: "too many requests from this client (API_RATE_LIMIT a minute): retry (Retry-After)",
         503: "Temporal or the database unavailable: retry (Retry-After)",
     }
     return {code: {"description": text[code]} for code in codes}
@@ -392,13 +485,22 @@ def create_app(
     *,
     client: CollectionsClient | None = None,
     engine: Engine | None = None,
+    rate_limit: int | None = None,
+    body_timeout: float | None = None,
 ) -> FastAPI:
     """The API over `settings` (default: the environment). `client`: an already
     connected collections client (else one is connected at first use); `engine`: the
-    lender's database (else one for settings.database_url)."""
+    lender's database (else one for settings.database_url); `rate_limit` (requests a
+    minute per client, 0: none) and `body_timeout` (seconds) override the settings'."""
     settings = settings or get_settings()
     backends = Backends(settings, client, engine)
     limit = settings.api_max_body_bytes
+    if rate_limit is None:
+        rate_limit = int(getattr(settings, "api_rate_limit", DEFAULT_RATE_LIMIT))
+    if body_timeout is None:
+        body_timeout = float(getattr(settings, "api_body_timeout", DEFAULT_BODY_TIMEOUT))
+    if rate_limit < 0 or body_timeout <= 0:
+        raise ValueError("API_RATE_LIMIT must be >= 0 and API_BODY_TIMEOUT > 0")
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -426,7 +528,8 @@ def create_app(
         "(DESIGN.md, contract part 3).",
     )
     app.state.backends = backends
-    app.add_middleware(AccessLog)
+    app.add_middleware(RateLimit, per_minute=rate_limit)
+    app.add_middleware(AccessLog)  # outermost: a 429 is logged too
     app.openapi = _openapi(app)  # type: ignore[method-assign]
 
     @app.exception_handler(ApiError)
@@ -441,12 +544,17 @@ def create_app(
         "/payments",
         response_model=PaymentResult,
         summary="A payment from the gateway: the record_payment update",
-        responses=_answers(401, 404, 413, 422, 503),
+        responses=_answers(401, 404, 408, 413, 422, 429, 503),
         openapi_extra=_json_body(PaymentCallback),
     )
     async def payments(request: Request, x_signature: SignatureHeader = None) -> PaymentResult:
         raw = await signed_body(
-            request, x_signature, settings.payment_webhook_secret, "PAYMENT_WEBHOOK_SECRET", limit
+            request,
+            x_signature,
+            settings.payment_webhook_secret,
+            "PAYMENT_WEBHOOK_SECRET",
+            limit,
+            body_timeout,
         )
         body = parse(PaymentCallback, raw)
         loan_id = request.state.loan_id = body.loan_id
@@ -462,11 +570,13 @@ def create_app(
     @app.post(
         "/receipts",
         summary="A delivery receipt from the SMS / voice provider: the outbox row",
-        responses=_answers(401, 404, 413, 422, 503),
+        responses=_answers(401, 404, 408, 413, 422, 429, 503),
         openapi_extra=_json_body(ReceiptIn),
     )
     async def receipts(request: Request, x_signature: SignatureHeader = None) -> dict[str, Any]:
-        raw = await signed_body(request, x_signature, settings.webhook_secret, "WEBHOOK_SECRET", limit)
+        raw = await signed_body(
+            request, x_signature, settings.webhook_secret, "WEBHOOK_SECRET", limit, body_timeout
+        )
         body = parse(ReceiptIn, raw)
 
         def apply(session: Session) -> dict[str, Any] | None:
@@ -494,11 +604,13 @@ def create_app(
         "/calls",
         status_code=202,
         summary="A voice call's outcome from the IVR provider: the contact_logged signal",
-        responses=_answers(401, 404, 413, 422, 503),
+        responses=_answers(401, 404, 408, 413, 422, 429, 503),
         openapi_extra=_json_body(CallIn),
     )
     async def calls(request: Request, x_signature: SignatureHeader = None) -> dict[str, Any]:
-        raw = await signed_body(request, x_signature, settings.webhook_secret, "WEBHOOK_SECRET", limit)
+        raw = await signed_body(
+            request, x_signature, settings.webhook_secret, "WEBHOOK_SECRET", limit, body_timeout
+        )
         body = parse(CallIn, raw)
 
         def outbox_row(session: Session) -> tuple[str, str] | None:
@@ -536,7 +648,7 @@ def create_app(
     @app.get(
         "/loans/{loan_id}",
         summary="A loan's case: the state query",
-        responses={200: {"model": CaseView}, **_answers(401, 404, 422, 503)},
+        responses={200: {"model": CaseView}, **_answers(401, 404, 422, 429, 503)},
     )
     async def loan_state(
         request: Request,

@@ -49,6 +49,7 @@ import email
 import email.policy
 import hmac
 import json
+import logging
 import os
 import signal
 import sys
@@ -73,6 +74,8 @@ DEFAULT_DIR = ROOT / ".state" / "inbox"
 FILES = {"mail": "mail.jsonl", "sms": "sms.jsonl", "voice": "voice.jsonl"}
 WEBHOOK_CHANNELS = {"/sms": "sms", "/voice": "voice"}
 REPORTS = "reports.jsonl"
+# aiosmtpd's logger: at INFO it logs every SMTP command and each recipient's address.
+SMTP_SINK_LOGGER = "mail.log"
 MAX_BODY = 64 * 1024
 TEXT_MAX = 4000  # characters of a message's text kept
 # What a call can come to (api.py's CallIn.result); answered: the borrower picked up.
@@ -415,6 +418,8 @@ def serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
 
+    # Never the addresses (aiosmtpd logs each recipient at INFO): its warnings only.
+    logging.getLogger(SMTP_SINK_LOGGER).setLevel(logging.WARNING)
     smtp = Controller(MailHandler(inbox), hostname=host, port=smtp_port)
     smtp.start()
     http = ThreadingHTTPServer((host, http_port), make_handler(inbox, secret, reporter))
