@@ -100,11 +100,9 @@ RETRY_AFTER_SECONDS = 5  # what a 503 tells the caller to wait before retrying
 PAYMENT_WAIT_SECONDS = 30.0  # how long a payment waits for the workflow's answer
 STATE_WAIT_SECONDS = 15.0
 HEALTH_WAIT_SECONDS = 3.0
-# Hostile clients (read from Settings when it has the fields api_rate_limit and
-# api_body_timeout; create_app's arguments override): requests a minute per client
-# address (0: no limit), and the seconds a request body may take to arrive.
-DEFAULT_RATE_LIMIT = 6000  # 100 a second sustained: far above a gateway's, far below a flood
-DEFAULT_BODY_TIMEOUT = 10.0
+# Hostile clients: API_RATE_LIMIT (requests a minute per client address; default 6000,
+# 100 a second sustained: far above a gateway's, far below a flood) and API_BODY_TIMEOUT
+# (seconds for a body to arrive) come from Settings; create_app's arguments override.
 UNLIMITED_PATHS = frozenset({"/healthz"})
 # The voice calls the IVR provider reports are logged on the loan as this collector, as
 # contact `ivr:<message_id>`: the workflow matches it to the call it placed, which
@@ -496,9 +494,9 @@ def create_app(
     backends = Backends(settings, client, engine)
     limit = settings.api_max_body_bytes
     if rate_limit is None:
-        rate_limit = int(getattr(settings, "api_rate_limit", DEFAULT_RATE_LIMIT))
+        rate_limit = settings.api_rate_limit
     if body_timeout is None:
-        body_timeout = float(getattr(settings, "api_body_timeout", DEFAULT_BODY_TIMEOUT))
+        body_timeout = settings.api_body_timeout
     if rate_limit < 0 or body_timeout <= 0:
         raise ValueError("API_RATE_LIMIT must be >= 0 and API_BODY_TIMEOUT > 0")
 

@@ -46,6 +46,10 @@ class Settings(BaseSettings):
     payment_webhook_secret: SecretStr = SecretStr("")  # HMAC key of the payment gateway's callbacks
     api_token: SecretStr = SecretStr("")  # bearer token of GET /loans/{loan_id}
     api_max_body_bytes: int = Field(default=64 * 1024, gt=0)  # larger request bodies are refused (413)
+    # Requests a minute per client address (429 with Retry-After beyond; 0: no limit), and
+    # the seconds a request body may take to arrive (408 after).
+    api_rate_limit: int = Field(default=6000, ge=0)
+    api_body_timeout: float = Field(default=10.0, gt=0)
     # Payload encryption (DESIGN.md part 3; client/codec.py), off while the key is blank:
     # AES-256-GCM, key = base64 of 32 bytes, its id written beside each sealed payload.
     payload_encryption_key: SecretStr = SecretStr("")

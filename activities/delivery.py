@@ -27,6 +27,7 @@ For voice, `delivered` means a dial attempt was made (or queued with the provide
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from dataclasses import dataclass, field
 from datetime import date
@@ -91,6 +92,24 @@ def mask_address(address: str) -> str:
     if len(digits) >= 7:
         return f"{digits[:3]}****{digits[-4:]}"
     return "***"
+
+
+# A provider's answer is kept (outbox, the workflow's history as a contact's reason), and
+# providers echo the number or address they refused, in any format: every email-shaped
+# string and every run of 7+ digits (spaces, dashes, dots, brackets and a leading + within
+# it) is masked before it is kept (found by the no-personal-data test).
+_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
+_PHONE = re.compile(r"\+?\d(?:[\s().-]*\d){6,}")
+
+
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+
+
+def redact_contacts(text: str) -> str:
+    """`text` with every email address and phone number in it masked (`mask_address`);
+    an ISO date is left as it is."""
+    text = _EMAIL.sub(lambda m: mask_address(m.group()), text)
+    return _PHONE.sub(lambda m: m.group() if _DATE.fullmatch(m.group()) else mask_address(m.group()), text)
 
 
 class LoggingDeliverer:

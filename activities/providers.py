@@ -49,6 +49,7 @@ from activities.delivery import (
     LoggingDeliverer,
     OutboundMessage,
     mask_address,
+    redact_contacts,
 )
 from activities.letters import LetterFolder, attachment_name, letter_pdf
 from domain.enums import Channel
@@ -67,7 +68,8 @@ class DeliveryConfigError(RuntimeError):
 
 
 def _answer(text: str) -> str:
-    text = " ".join(text.split())
+    """A provider's answer as it is kept: one line, short, no number or address in it."""
+    text = redact_contacts(" ".join(text.split()))
     return text if len(text) <= ANSWER_MAX else text[: ANSWER_MAX - 1] + "…"
 
 
