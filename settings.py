@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     # request refused, 401) and the UI origins allowed by CORS (comma-separated).
     codec_token: SecretStr = SecretStr("")
     codec_cors_origins: str = "http://localhost:8233"
+    codec_max_body_bytes: int = Field(default=4 * 1024 * 1024, gt=0)  # larger bodies are refused (413)
+    # Local development only (./run --encrypt): also open, without the token, a request that
+    # comes from a loopback client with an Origin among CODEC_CORS_ORIGINS that is itself on
+    # loopback (the dev server's Web UI cannot send a bearer token). Never in production.
+    codec_allow_ui_origin_without_token: bool = False
 
     @model_validator(mode="after")
     def _payload_keys_usable(self) -> Settings:

@@ -9,16 +9,30 @@ provider, the inbox reports back to the API: a signed delivery receipt for every
     ./run                 # sets up .venv, then runs this; Ctrl-C stops everything
     ./run --once          # start, seed, print, stop (also: --check verifies every stage)
     ./run --reset         # forget the stored loans and start a fresh demo book
+    ./run --encrypt       # payloads sealed (AES-GCM), the Web UI decodes via the codec server
 
 State lives under .state/ (temporal.db, collections.db, logs, secrets.json, inbox/), so a
 restart keeps every loan and the same secrets; running again skips the loans already
 started (a loan id is never reused).
+
+--encrypt (DESIGN.md part 3, "Payload encryption"): a payload key, its id and a
+CODEC_TOKEN are generated once into secrets.json; the worker, the API, the demo book's
+loader and .state/env get the key, so every payload, memo, summary and details is sealed
+at rest; `uvicorn codec_server:app` runs on --codec-port (8081) and the dev server's Web UI
+decodes through it (--ui-codec-endpoint). The dev server's UI cannot send a bearer token,
+so for this local stack only the codec server also opens requests from the UI's own
+origin on this machine (CODEC_ALLOW_UI_ORIGIN_WITHOUT_TOKEN=true); production needs the
+token (an authenticating proxy in front of the codec server). Once generated, the key is
+kept: a later ./run without --encrypt seals nothing new but still gives the key to the
+worker, the API and the CLI as a decryption key (PAYLOAD_DECRYPTION_KEYS), so the loans
+sealed before keep running and reading.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -172,7 +186,7 @@ def spawn(name: str, cmd: Sequence[str], state: Path, env: dict[str, str] | None
 
 def stale_pid_hint(state: Path) -> str:
     hints = []
-    for name in ("temporal", "worker", "api", "inbox"):
+    for name in ("temporal", "worker", "api", "inbox", "codec"):
         pid_file = state / f"{name}.pid"
         if pid_file.exists():
             pid = pid_file.read_text().strip()
@@ -238,22 +252,118 @@ DEMO_PAYMENT = {
 }
 
 
+def _stored_secrets(state: Path) -> dict[str, str]:
+    with contextlib.suppress(FileNotFoundError, ValueError):
+        loaded = json.loads((state / "secrets.json").read_text(encoding="utf-8"))
+        if isinstance(loaded, dict):
+            return {k: v for k, v in loaded.items() if isinstance(v, str) and v}
+    return {}
+
+
+def _store_secrets(state: Path, stored: dict[str, str]) -> None:
+    path = state / "secrets.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(stored, f, indent=2)
+    path.chmod(0o600)  # an older file keeps its mode on O_TRUNC
+
+
 def load_secrets(state: Path) -> dict[str, str]:
     """The stack's secrets (SECRET_NAMES), generated once into state/secrets.json (mode
     0600): a restart keeps them, so a second terminal's `source .state/env` stays valid."""
-    path = state / "secrets.json"
-    stored: dict[str, str] = {}
-    with contextlib.suppress(FileNotFoundError, ValueError):
-        loaded = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(loaded, dict):
-            stored = {k: v for k, v in loaded.items() if isinstance(v, str) and v}
+    stored = _stored_secrets(state)
     missing = [name for name in SECRET_NAMES if name not in stored]
     if missing:
         stored.update({name: secrets.token_hex(32) for name in missing})
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(stored, f, indent=2)
+        _store_secrets(state, stored)
     return {name: stored[name] for name in SECRET_NAMES}
+
+
+# --- payload encryption (--encrypt) -------------------------------------------------------
+
+ENCRYPTION_SECRET_NAMES = ("PAYLOAD_ENCRYPTION_KEY", "PAYLOAD_ENCRYPTION_KEY_ID", "CODEC_TOKEN")
+
+
+def load_encryption_secrets(state: Path, generate: bool) -> dict[str, str]:
+    """The payload key, its id and the codec server's token (ENCRYPTION_SECRET_NAMES) from
+    state/secrets.json; with `generate` (--encrypt) made once if missing: base64 of 32
+    random bytes, `local-<date>-<random>`, 32 random bytes in hex. Empty: never generated.
+    A key once generated is never replaced: the loans it sealed need it."""
+    stored = _stored_secrets(state)
+    if generate and any(name not in stored for name in ENCRYPTION_SECRET_NAMES):
+        fresh = {
+            "PAYLOAD_ENCRYPTION_KEY": base64.b64encode(os.urandom(32)).decode(),
+            "PAYLOAD_ENCRYPTION_KEY_ID": f"local-{time.strftime('%Y%m%d')}-{secrets.token_hex(3)}",
+            "CODEC_TOKEN": secrets.token_hex(32),
+        }
+        if "PAYLOAD_ENCRYPTION_KEY" in stored:  # never a new id for a kept key, nor the reverse
+            fresh.pop("PAYLOAD_ENCRYPTION_KEY")
+            fresh.pop("PAYLOAD_ENCRYPTION_KEY_ID")
+            stored.setdefault("PAYLOAD_ENCRYPTION_KEY_ID", "local")
+        for name, value in fresh.items():
+            stored.setdefault(name, value)
+        _store_secrets(state, stored)
+    if "PAYLOAD_ENCRYPTION_KEY" not in stored:
+        return {}
+    return {name: stored[name] for name in ENCRYPTION_SECRET_NAMES if name in stored}
+
+
+def encryption_env(keys: dict[str, str], encrypt: bool) -> dict[str, str]:
+    """The payload-key variables of the worker, the API, the demo book's loader and the
+    CLI (.state/env). --encrypt: the stored key seals. Without --encrypt but with a key
+    stored by an earlier --encrypt run: nothing new is sealed, the key stays readable as
+    PAYLOAD_DECRYPTION_KEYS (the loans it sealed keep running). No key: {} (the caller's
+    environment decides, as before)."""
+    if not keys:
+        return {}
+    key, key_id = keys["PAYLOAD_ENCRYPTION_KEY"], keys["PAYLOAD_ENCRYPTION_KEY_ID"]
+    if encrypt:
+        return {
+            "PAYLOAD_ENCRYPTION_KEY": key,
+            "PAYLOAD_ENCRYPTION_KEY_ID": key_id,
+            "PAYLOAD_DECRYPTION_KEYS": "",
+        }
+    return {
+        "PAYLOAD_ENCRYPTION_KEY": "",
+        "PAYLOAD_ENCRYPTION_KEY_ID": "",
+        "PAYLOAD_DECRYPTION_KEYS": f"{key_id}={key}",
+    }
+
+
+def codec_env(args: argparse.Namespace, keys: dict[str, str]) -> dict[str, str]:
+    """The codec server's settings (codec_server.py): the keys, its token, CORS for the
+    Web UI on both of its local names, and the local-only opening for the UI's origin."""
+    return {
+        **encryption_env(keys, encrypt=True),
+        "CODEC_TOKEN": keys["CODEC_TOKEN"],
+        "CODEC_CORS_ORIGINS": f"http://localhost:{args.ui_port},http://127.0.0.1:{args.ui_port}",
+        "CODEC_ALLOW_UI_ORIGIN_WITHOUT_TOKEN": "true",
+    }
+
+
+def encryption_lines(args: argparse.Namespace, keys: dict[str, str]) -> list[str]:
+    """The banner's lines on payload encryption (none: no key was ever generated)."""
+    if not keys:
+        return []
+    key_id = keys["PAYLOAD_ENCRYPTION_KEY_ID"]
+    if not args.encrypt:
+        return [
+            f"  Payloads          NOT sealed (no --encrypt); key {key_id} of an earlier --encrypt run is",
+            "                    still read (PAYLOAD_DECRYPTION_KEYS): the loans it sealed keep running,",
+            "                    the Web UI shows their sealed payloads as binary/encrypted (./run --encrypt",
+            "                    starts the codec server that decodes them)",
+        ]
+    return [
+        f"  Payloads          sealed at rest (AES-256-GCM, key id {key_id}; the key is in",
+        f"                    {args.state_dir / 'secrets.json'}): inputs, results, memo, summaries, details",
+        f"  Codec server      http://localhost:{args.codec_port} (POST /decode, /encode; "
+        f"log {args.state_dir / 'codec.log'})",
+        "                    the Web UI decodes through it. LOCAL ONLY: it also opens requests from",
+        f"                    the UI's origin (localhost:{args.ui_port}) on this machine without a token",
+        "                    (CODEC_ALLOW_UI_ORIGIN_WITHOUT_TOKEN=true). In production leave that off:",
+        "                    every request needs Authorization: Bearer $CODEC_TOKEN (an authenticating",
+        "                    proxy in front of the codec server adds it for logged-in operators)",
+    ]
 
 
 def delivery_env(args: argparse.Namespace, secret: str) -> dict[str, str]:
@@ -498,6 +608,7 @@ def banner(
     agent: str | None,
     desk: DeskOutcome | None = None,
     stack_secrets: dict[str, str] | None = None,
+    encryption: Sequence[str] = (),
 ) -> str:
     ns = settings.temporal_namespace
     inbox_dir = args.state_dir / "inbox"
@@ -523,6 +634,7 @@ def banner(
         f"  Temporal server   localhost:{args.port} (namespace {ns}, "
         f"task queue {settings.temporal_task_queue})",
         f"  Database          {settings.database_url}",
+        *encryption,
         f"  Logs              {args.state_dir / 'temporal.log'}, {args.state_dir / 'worker.log'}",
         f"                    {args.state_dir / 'api.log'}, {args.state_dir / 'inbox.log'}",
         f"  API docs          http://localhost:{args.api_port}/docs",
@@ -634,14 +746,21 @@ async def run(args: argparse.Namespace) -> int:
     state.mkdir(parents=True, exist_ok=True)
     base = get_settings()
     db_url = os.environ.get("DATABASE_URL") or f"sqlite:///{(state / 'collections.db').resolve()}"
+    stack_secrets = load_secrets(state)
+    keys = load_encryption_secrets(state, generate=args.encrypt)
+    sealing = encryption_env(keys, args.encrypt)
     settings = Settings(
         temporal_address=f"localhost:{args.port}",
         temporal_namespace=base.temporal_namespace,
         temporal_task_queue=base.temporal_task_queue,
         database_url=db_url,
         log_level=base.log_level,
+        # The demo book's loader seals (or reads) like the worker and the API.
+        **{name.lower(): value for name, value in sealing.items()},  # type: ignore[arg-type]
     )
     ports = [args.port, args.ui_port, args.api_port, args.smtp_port, args.inbox_port]
+    if args.encrypt:
+        ports.append(args.codec_port)
     if len(set(ports)) != len(ports):
         say(f"error: the ports must differ: {', '.join(map(str, ports))}")
         return 2
@@ -650,10 +769,9 @@ async def run(args: argparse.Namespace) -> int:
             say(
                 f"error: port {port} is already in use: is another Temporal server or ./run running?"
                 f"{stale_pid_hint(state)} Or choose other ports with --port / --ui-port / --api-port"
-                " / --smtp-port / --inbox-port."
+                " / --smtp-port / --inbox-port / --codec-port."
             )
             return 1
-    stack_secrets = load_secrets(state)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -677,6 +795,21 @@ async def run(args: argparse.Namespace) -> int:
             {**os.environ, "WEBHOOK_SECRET": stack_secrets["WEBHOOK_SECRET"], "PYTHONUNBUFFERED": "1"},
         )  # fmt: skip
         stack.children.append(inbox)
+        codec_flags: list[str] = []
+        if args.encrypt:
+            say(f"starting the codec server on port {args.codec_port} (payloads are sealed) ...")
+            codec = spawn(
+                "codec",
+                [
+                    sys.executable, "-m", "uvicorn", "codec_server:app",
+                    "--host", "127.0.0.1", "--port", str(args.codec_port),
+                ],
+                state,
+                {**os.environ, **codec_env(args, keys), "PYTHONUNBUFFERED": "1"},
+            )  # fmt: skip
+            stack.children.append(codec)
+            await wait_for_http(f"http://127.0.0.1:{args.codec_port}/healthz", codec, 30)
+            codec_flags = ["--ui-codec-endpoint", f"http://localhost:{args.codec_port}"]
         temporal = find_temporal()
         say(f"starting the Temporal dev server (state {state / 'temporal.db'}) ...")
         server = spawn(
@@ -688,6 +821,7 @@ async def run(args: argparse.Namespace) -> int:
                 "--ui-port", str(args.ui_port),
                 "--namespace", settings.temporal_namespace,
                 "--log-level", "warn",
+                *codec_flags,
                 *search_attribute_flags(),
             ],
             state,
@@ -703,7 +837,11 @@ async def run(args: argparse.Namespace) -> int:
         from models.db import upgrade_schema
 
         upgrade_schema(settings.database_url)
-        write_env_file(state, settings, args.port, stack_secrets, args.api_port)
+        # The CLI's env file: the payload key (or the old key, to read) and CODEC_TOKEN too.
+        cli_secrets = {**stack_secrets, **sealing}
+        if args.encrypt:
+            cli_secrets["CODEC_TOKEN"] = keys["CODEC_TOKEN"]
+        write_env_file(state, settings, args.port, cli_secrets, args.api_port)
         env = dict(os.environ)
         env.update(
             TEMPORAL_ADDRESS=settings.temporal_address,
@@ -711,6 +849,7 @@ async def run(args: argparse.Namespace) -> int:
             TEMPORAL_TASK_QUEUE=settings.temporal_task_queue,
             DATABASE_URL=settings.database_url,
             PYTHONUNBUFFERED="1",
+            **sealing,  # the worker and the API; not CODEC_TOKEN: only the codec server needs it
         )
         await wait_for_port(args.smtp_port, inbox, 30)
         await wait_for_http(f"http://127.0.0.1:{args.inbox_port}/healthz", inbox, 30)
@@ -749,7 +888,17 @@ async def run(args: argparse.Namespace) -> int:
             counts = await wait_for_stages(client, expected, args.stage_timeout)
         else:
             counts = await stage_counts(client)
-        say(banner(args, settings, counts, await busiest_agent(client), desk, stack_secrets))
+        say(
+            banner(
+                args,
+                settings,
+                counts,
+                await busiest_agent(client),
+                desk,
+                stack_secrets,
+                encryption_lines(args, keys),
+            )
+        )
 
         if args.check:
             missing = [s for s in STAGES if not counts.get(s)]
@@ -813,6 +962,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--no-seed", action="store_true", help="do not seed agents, borrowers and the demo book"
     )
     parser.add_argument("--reset", action="store_true", help="delete the stored loans first (a fresh demo)")
+    parser.add_argument(
+        "--encrypt",
+        action="store_true",
+        help="seal payloads (AES-GCM; key generated once into .state/secrets.json) and run the codec "
+        "server that the Web UI decodes through",
+    )
+    parser.add_argument(
+        "--codec-port", type=int, default=8081, help="the codec server's port with --encrypt (default 8081)"
+    )
     parser.add_argument(
         "--stage-timeout", type=float, default=90.0, help="seconds to wait for every stage to appear (90)"
     )

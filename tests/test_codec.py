@@ -363,3 +363,88 @@ def test_a_blank_codec_token_refuses_everything() -> None:
     with TestClient(create_codec_app(sealing())) as http:
         blank = http.post("/decode", json={"payloads": []}, headers={"Authorization": "Bearer "})
         assert blank.status_code == 401
+
+
+def test_a_body_above_the_limit_is_refused_413() -> None:
+    settings = sealing(codec_token=TOKEN, codec_max_body_bytes="2048")
+    auth = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+    fits = json.dumps(wire(Payload(metadata={"encoding": b"binary/plain"}, data=b"x" * 900))).encode()
+    too_big = json.dumps(wire(Payload(metadata={"encoding": b"binary/plain"}, data=b"x" * 4000))).encode()
+    assert len(fits) <= 2048 < len(too_big)
+    with TestClient(create_codec_app(settings)) as http:
+        assert http.post("/decode", content=fits, headers=auth).status_code == 200
+        for route in ("/decode", "/encode"):
+            by_length = http.post(route, content=too_big, headers=auth)  # Content-Length says so
+            assert by_length.status_code == 413, by_length.text
+            assert "CODEC_MAX_BODY_BYTES" in by_length.json()["detail"]
+        # Without a Content-Length (chunked): refused by the bytes read.
+        chunked = http.post("/decode", content=iter([too_big[:1500], too_big[1500:]]), headers=auth)
+        assert chunked.status_code == 413, chunked.text
+        lying = http.post("/decode", content=too_big, headers={**auth, "Content-Length": "x1"})
+        assert lying.status_code == 400
+        # The token is checked before the body is read: a stranger gets 401, not 413.
+        assert http.post("/decode", content=too_big).status_code == 401
+    assert Settings().codec_max_body_bytes == 4 * 1024 * 1024
+
+
+def test_the_ui_origin_opens_without_a_token_only_when_allowed_and_local() -> None:
+    origins = f"{UI},http://127.0.0.1:8233,https://ui.lender.example"
+    body = wire(Payload(metadata={"encoding": b"json/plain"}, data=b'"x"'))
+    local = ("127.0.0.1", 50000)
+    relaxed = sealing(
+        codec_token=TOKEN, codec_cors_origins=origins, codec_allow_ui_origin_without_token="true"
+    )
+    with TestClient(create_codec_app(relaxed), client=local) as http:
+        for origin in (UI, "http://127.0.0.1:8233"):
+            assert http.post("/decode", json=body, headers={"Origin": origin}).status_code == 200, origin
+        # Not an allowed origin, not on loopback, or no origin at all (curl): the token is needed.
+        for headers in ({}, {"Origin": "http://evil.example"}, {"Origin": "https://ui.lender.example"}):
+            assert http.post("/decode", json=body, headers=headers).status_code == 401, headers
+        with_token = http.post("/decode", json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert with_token.status_code == 200
+    with TestClient(create_codec_app(relaxed), client=("203.0.113.7", 50000)) as remote:
+        assert remote.post("/decode", json=body, headers={"Origin": UI}).status_code == 401
+    strict = sealing(codec_token=TOKEN, codec_cors_origins=origins)  # the default: off
+    assert strict.codec_allow_ui_origin_without_token is False
+    with TestClient(create_codec_app(strict), client=local) as http:
+        assert http.post("/decode", json=body, headers={"Origin": UI}).status_code == 401
+        assert http.get("/healthz").json() == {"status": "ok"}
+
+
+# --- ./run --encrypt (scripts/stack.py) -------------------------------------------------
+
+
+async def test_the_stack_makes_the_payload_key_once_and_keeps_reading_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))  # as `python scripts/stack.py` runs
+    import stack
+
+    assert stack.load_encryption_secrets(tmp_path, generate=False) == {}  # never --encrypt: none
+    assert stack.encryption_env({}, encrypt=False) == {}
+    base = stack.load_secrets(tmp_path)
+    keys = stack.load_encryption_secrets(tmp_path, generate=True)
+    assert set(keys) == {"PAYLOAD_ENCRYPTION_KEY", "PAYLOAD_ENCRYPTION_KEY_ID", "CODEC_TOKEN"}
+    assert len(base64.b64decode(keys["PAYLOAD_ENCRYPTION_KEY"], validate=True)) == 32
+    assert re.fullmatch(r"[0-9a-f]{64}", keys["CODEC_TOKEN"])
+    assert (tmp_path / "secrets.json").stat().st_mode & 0o777 == 0o600
+    # Kept: a second --encrypt run and a run without it find the same key; the others stay.
+    assert stack.load_encryption_secrets(tmp_path, generate=True) == keys
+    assert stack.load_encryption_secrets(tmp_path, generate=False) == keys
+    assert stack.load_secrets(tmp_path) == base
+
+    def settings_of(env: dict[str, str]) -> Settings:
+        return Settings.model_validate({name.lower(): value for name, value in env.items()})
+
+    sealer = the_codec(settings_of(stack.encryption_env(keys, encrypt=True)))
+    assert sealer.seals and sealer.key_id == keys["PAYLOAD_ENCRYPTION_KEY_ID"]
+    (sealed,) = await sealer.encode([await plain_payload({"loan_id": "L-KEPT"})])
+    # Without --encrypt: nothing new is sealed, and what was sealed still opens.
+    reader = the_codec(settings_of(stack.encryption_env(keys, encrypt=False)))
+    assert not reader.seals
+    assert (await reader.decode([sealed]))[0] == await plain_payload({"loan_id": "L-KEPT"})
+    codec_env = stack.codec_env(stack.parse_args(["--ui-port", "9233"]), keys)
+    served = settings_of(codec_env)
+    assert served.codec_allow_ui_origin_without_token
+    assert served.codec_cors_origins == "http://localhost:9233,http://127.0.0.1:9233"
+    assert served.codec_token.get_secret_value() == keys["CODEC_TOKEN"]
