@@ -146,6 +146,17 @@ def create_codec_app(settings: Settings | None = None) -> FastAPI:
             headers={"WWW-Authenticate": "Bearer"},
         )
 
+    def token_only(request: Request) -> None:
+        """Sealing data needs the token, always: the Web UI only decodes, and the local
+        opening must not let anyone on this host seal what they like (found by review)."""
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if not (token and scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token)):
+            raise HTTPException(
+                401,
+                "a valid Authorization: Bearer <CODEC_TOKEN> is needed",
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+
     async def read_body(request: Request) -> bytes:
         """The raw body, refused (413) above CODEC_MAX_BODY_BYTES by its Content-Length
         or, without one or with a lying one, by the bytes actually read."""
@@ -185,7 +196,7 @@ def create_codec_app(settings: Settings | None = None) -> FastAPI:
             raise HTTPException(400, str(exc)) from None
         return answer(Payloads(payloads=opened))
 
-    @app.post("/encode", dependencies=[Depends(authorised)])
+    @app.post("/encode", dependencies=[Depends(token_only)])
     async def encode(request: Request, x_namespace: Namespace = None) -> JSONResponse:
         payloads = await payloads_of(request)
         return answer(Payloads(payloads=await codec.encode(payloads.payloads)))

@@ -54,6 +54,7 @@ from activities.delivery import (
     LoggingDeliverer,
     OutboundMessage,
     mails_letters,
+    redact_contacts,
 )
 from activities.templates import TEMPLATE_NAMES, TemplateError, render
 from domain.calendar import local_date
@@ -120,7 +121,9 @@ def outcome_of(row: ContactAttempt) -> ContactOutcome:
     voice = row.channel == Channel.VOICE.value
     return ContactOutcome(
         status=status,
-        reason=row.reason,
+        # The workflow's history gets no number or address, whatever a provider's receipt
+        # said (found by review: a fast failed receipt's words reached it).
+        reason=redact_contacts(row.reason) if row.reason else row.reason,
         dialed=row.dialed,
         connected=row.connected,
         line=row.line if (voice or row.channel == Channel.SMS.value) else None,
@@ -143,6 +146,8 @@ def _take_call_slot(session: Session, req: ContactRequest, line: str) -> datetim
     if repo.call_by_key(session, req.key) is not None:
         return None
     at = max(as_utc(req.scheduled_at), utcnow())
+    if req.not_after is not None and at > as_utc(req.not_after):
+        return None  # too late for today's window: deferred as such by send_contact, not counted
     if req.call_caps is not None and req.contact_window is not None and req.timezone is not None:
         calls = repo.borrower_calls(session, req.borrower_id, at - CALL_LOOKBACK)
         log = [CallAttempt(at=as_utc(c.at), line=c.line, connected=c.connected) for c in calls]
@@ -283,7 +288,7 @@ def _ledger_send(session: Session, row: ContactAttempt, receipt: DeliveryReceipt
             borrower_id=row.borrower_id,
             loan_id=row.loan_id,
             line=row.line or "mobile",
-            at=utcnow(),
+            at=max(as_utc(row.scheduled_at), utcnow()),
             connected=row.connected,
             source="outbox",
         )

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Protocol, runtime_checkable
@@ -89,8 +90,10 @@ def mask_address(address: str) -> str:
         local, _, domain = address.partition("@")
         return f"{local[:1]}***@{domain}"
     digits = "".join(ch for ch in address if ch.isdigit())
-    if len(digits) >= 7:
+    if len(digits) >= 11:  # a mobile number with its prefix: 7 of 11 digits shown, as usual
         return f"{digits[:3]}****{digits[-4:]}"
+    if len(digits) >= 7:  # shorter: never all of it (found by review: 7 of 7 were shown)
+        return f"****{digits[-2:]}"
     return "***"
 
 
@@ -98,17 +101,29 @@ def mask_address(address: str) -> str:
 # providers echo the number or address they refused, in any format: every email-shaped
 # string and every run of 7+ digits (spaces, dashes, dots, brackets and a leading + within
 # it) is masked before it is kept (found by the no-personal-data test).
-_EMAIL = re.compile(r"[\w.+-]+@[\w-]+(?:\.[\w-]+)+")
-_PHONE = re.compile(r"\+?\d(?:[\s().-]*\d){6,}")
+_EMAIL = re.compile(r"[\w.+-]+(?:@|\(at\)|\[at\])[\w-]+(?:\.[\w-]+)+", re.IGNORECASE)
+_PHONE = re.compile(r"\+?\d(?:[\s()./\\_-]*\d){6,}")
 
 
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+# ISO dates and times (what our own reasons say: "next call allowed at 2026-12-06T01:00:
+# 00.000001+00:00") are left as they are.
+_ISO_TIME = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:\d{2})?)?")
 
 
 def redact_contacts(text: str) -> str:
     """`text` with every email address and phone number in it masked (`mask_address`);
-    an ISO date is left as it is."""
-    text = _EMAIL.sub(lambda m: mask_address(m.group()), text)
+    ISO dates and times are left as they are."""
+    kept = _ISO_TIME.split(text)
+    times = _ISO_TIME.findall(text)
+    parts = [_redact_part(part) for part in kept]
+    return "".join(p + t for p, t in zip(parts, [*times, ""], strict=True))
+
+
+def _redact_part(text: str) -> str:
+    # A provider echoing its request may percent-encode it (wang.li%40example.com).
+    text = urllib.parse.unquote(text)
+    text = _EMAIL.sub(lambda m: mask_address(re.sub(r"\(at\)|\[at\]", "@", m.group(), flags=re.I)), text)
     return _PHONE.sub(lambda m: m.group() if _DATE.fullmatch(m.group()) else mask_address(m.group()), text)
 
 

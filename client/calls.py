@@ -46,9 +46,13 @@ def borrower_caps_refusal(session: Session, loan_id: str, when: datetime) -> str
     except PolicyError:
         return None
     window = policy.contact_window
-    if not in_contact_window(when, loan.timezone, window.opens, window.closes):
-        return None
-    calls = repo.borrower_calls(session, loan.borrower_id, when - LOOKBACK)
+    try:
+        if not in_contact_window(when, loan.timezone, window.opens, window.closes):
+            return None
+        since = when - LOOKBACK
+    except (OverflowError, ValueError):  # an instant at the edge of the calendar
+        return None  # the workflow refuses it, naming at
+    calls = repo.borrower_calls(session, loan.borrower_id, since)
     log = [CallAttempt(at=as_utc(c.at), line=c.line, connected=c.connected) for c in calls]
     full = first_full_later_week(policy.call_caps, log, when)
     if full is not None:

@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from google.protobuf.message import DecodeError
 from temporalio.api.common.v1 import Payload
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.converter import (
@@ -95,10 +96,12 @@ def parse_decryption_keys(text: str) -> dict[str, bytes]:
         key_id, sep, key = item.partition("=")
         if not sep or not key_id.strip() or not key.strip("= \t"):  # a bare key ends in "="
             raise EncryptionSettingsError(f"{name}: entry {n + 1} is not id=base64key (a key without an id?)")
+        # Entries are named by position, never by what was given: an entry written the
+        # wrong way round (key=id) puts a key where the id goes (found by review).
         key_id = _key_id(f"{name} (entry {n + 1})", key_id)
-        raw = _key(f"{name} (key id {key_id!r})", key)
+        raw = _key(f"{name} (entry {n + 1})", key)
         if keys.get(key_id, raw) != raw:
-            raise EncryptionSettingsError(f"{name}: key id {key_id!r} is given twice with different keys")
+            raise EncryptionSettingsError(f"{name}: entry {n + 1} gives a key id again with a different key")
         keys[key_id] = raw
     return keys
 
@@ -168,7 +171,10 @@ class EncryptionCodec(PayloadCodec):
                 "or the key given for that id is not the one that sealed it"
             ) from None
         opened = Payload()
-        opened.ParseFromString(plain)
+        try:
+            opened.ParseFromString(plain)
+        except DecodeError:  # sealed with the key, but not a payload (found by review)
+            raise PayloadDecryptionError(f"payload sealed with key id {key_id!r} is not a payload") from None
         return opened
 
 

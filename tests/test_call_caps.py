@@ -426,3 +426,48 @@ def test_a_logged_call_before_calls_already_made_must_fit_their_weeks(engine: En
 def test_ivr_ids_are_reserved() -> None:
     assert reserved_contact_id("ivr:L1/1/dpd-7-call") is not None
     assert reserved_contact_id("CALL-1") is None
+
+
+def test_a_fast_failed_receipt_echoing_the_number_reaches_the_workflow_masked(
+    engine: Engine,  # noqa: F811
+) -> None:
+    """A provider's "failed" receipt that beats the worker's record of the send: the
+    outcome the workflow keeps in its history says why, without the number (found by
+    review)."""
+    add_borrower(engine)
+
+    class FastFailure(RecordingDeliverer):
+        def deliver(self, message: Any) -> Any:
+            answer = super().deliver(message)
+            with session_scope(engine, immediate=True) as s:
+                repo.record_receipt(s, message.message_id, "failed", f"unreachable number {message.to}")
+            return answer
+
+    out = run(ContactActivities(engine, FastFailure()).send_contact, call("fastfail", "L1", local(5, 10)))
+    assert out.status == "failed" and out.reason is not None
+    assert "unreachable number" in out.reason and "12345678" not in out.reason
+
+
+def test_a_call_retried_after_the_window_closed_is_deferred_by_the_window_not_the_caps(
+    engine: Engine,  # noqa: F811
+) -> None:
+    add_borrower(engine)
+    late = call("late", "L1", local(5, 10)).model_copy(
+        update={
+            "not_after": datetime.now(UTC) - timedelta(minutes=1),
+            "scheduled_at": datetime.now(UTC) - timedelta(hours=1),
+        }
+    )
+    out = run(ContactActivities(engine, RecordingDeliverer()).send_contact, late)
+    assert (out.status, out.not_before) == ("deferred", None)
+    assert out.reason is not None and not out.reason.startswith(CAPS_REASON)
+    assert ledger(engine) == []
+
+
+def test_the_clis_check_leaves_an_instant_at_the_calendars_edge_to_the_workflow(
+    engine: Engine,  # noqa: F811
+) -> None:
+    add_borrower(engine)
+    add_loan(engine, "L1")
+    with session_scope(engine) as s:
+        assert borrower_caps_refusal(s, "L1", datetime(1, 1, 1, 12, tzinfo=UTC)) is None

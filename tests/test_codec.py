@@ -149,7 +149,7 @@ async def test_a_tampered_payload_does_not_open() -> None:
         ({"payload_decryption_keys": "k2024"}, "PAYLOAD_DECRYPTION_KEYS: entry 1 is not id=base64key"),
         ({"payload_decryption_keys": f"=={KEY_2024}"}, "PAYLOAD_DECRYPTION_KEYS: entry 1 is not"),
         ({"payload_decryption_keys": f"k1=,k2={KEY_2024}"}, "PAYLOAD_DECRYPTION_KEYS: entry 1 is not"),
-        ({"payload_decryption_keys": "old=abc"}, "PAYLOAD_DECRYPTION_KEYS (key id 'old'): not valid base64"),
+        ({"payload_decryption_keys": "old=abc"}, "PAYLOAD_DECRYPTION_KEYS (entry 1): not valid base64"),
         ({"payload_decryption_keys": f"k2025={KEY_2024}"}, "PAYLOAD_DECRYPTION_KEYS: key id 'k2025'"),
     ],
 )
