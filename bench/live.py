@@ -207,15 +207,21 @@ class LiveResults:
         return (side.rss_after_kib - side.rss_before_kib) / self.loans
 
 
-async def measure_live(loans: int, updates: int, tmp: Path, *, memory: bool, latency: bool) -> LiveResults:
-    """Park `loans` of each kind (always: the other measures need them), then measure
-    memory and `updates` update latencies as asked."""
-    env = await WorkflowEnvironment.start_local(
+async def dev_server() -> WorkflowEnvironment:
+    """The benchmarks' own dev server (the installed `temporal` CLI), with the search
+    attributes the loan workflow upserts."""
+    return await WorkflowEnvironment.start_local(
         dev_server_existing_path=binary("temporal"),
         data_converter=pydantic_data_converter,
         search_attributes=list(search.ALL_KEYS),
         dev_server_log_level="error",
     )
+
+
+async def measure_live(loans: int, updates: int, tmp: Path, *, memory: bool, latency: bool) -> LiveResults:
+    """Park `loans` of each kind (always: the other measures need them), then measure
+    memory and `updates` update latencies as asked."""
+    env = await dev_server()
     try:
         client = env.client
         await ensure_search_attributes(client, client.namespace)

@@ -18,23 +18,24 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.testing import WorkflowEnvironment
 
-from bench.live import WARMUP, bare_parked, binary, loan_parked, park, start_bare, start_loan, worker_process
-from models import search
+from bench.live import (
+    WARMUP,
+    bare_parked,
+    dev_server,
+    loan_parked,
+    park,
+    start_bare,
+    start_loan,
+    worker_process,
+)
 from models.db import upgrade_schema
 
 ROOT = str(Path(__file__).resolve().parent.parent)
 
 
 async def run(loans: int) -> None:
-    env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=binary("temporal"),
-        data_converter=pydantic_data_converter,
-        search_attributes=list(search.ALL_KEYS),
-        dev_server_log_level="error",
-    )
+    env = await dev_server()
     try:
         client = env.client
         address = client.service_client.config.target_host
