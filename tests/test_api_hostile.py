@@ -216,9 +216,15 @@ async def test_deep_nesting_past_the_default_limit_is_413(offline_app: Any) -> N
 # --- slow clients -----------------------------------------------------------------------------
 
 
-async def trickle(port: int, declared: int, sent: bytearray, stop: asyncio.Event) -> bytes:
+async def trickle(
+    port: int, declared: int, sent: bytearray, stop: asyncio.Event, dripping_for: float = 0.6
+) -> bytes:
     """A slow client: the headers of a signed POST, then one byte of the body every 0.2 s
-    (never the whole); what the server answers, read to the connection's end."""
+    for `dripping_for` seconds, then nothing more (never the whole body); what the server
+    answers, read to the connection's end. It stops sending well before the server's body
+    timeout: bytes still arriving when the server answers and closes make the kernel reset
+    the connection, which can discard the answer before the client reads it (seen on a
+    loaded machine)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(
         b"POST /payments HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
@@ -229,11 +235,14 @@ async def trickle(port: int, declared: int, sent: bytearray, stop: asyncio.Event
     await writer.drain()
 
     async def drip() -> None:
+        until = asyncio.get_running_loop().time() + dripping_for
         with contextlib.suppress(ConnectionError):
             while not stop.is_set() and len(sent) < declared - 1:
                 writer.write(b" ")
                 await writer.drain()
                 sent.extend(b" ")
+                if asyncio.get_running_loop().time() >= until:
+                    return
                 await asyncio.sleep(0.2)
 
     dripping = asyncio.create_task(drip())
